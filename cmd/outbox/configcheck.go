@@ -1,0 +1,44 @@
+package main
+
+import (
+	"fmt"
+	"io"
+
+	"github.com/webhook-outbox/webhook-outbox/config"
+)
+
+func runConfig(args []string, stdout, stderr io.Writer) error {
+	fs, configPath := newFlagSet("config", stderr)
+	rest, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(rest) != 1 || rest[0] != "check" {
+		return usagef("the config command is: outbox config check [--config PATH]")
+	}
+	path := config.Path(*configPath)
+	cfg, err := config.Load(path)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s is valid: %d route(s)\n", path, len(cfg.Routes))
+	for _, r := range cfg.Routes {
+		fmt.Fprintf(stdout, "  POST /webhooks/%s -> %s (auth: %s, concurrency %d, %d attempts, give up after %s)\n",
+			r.Name, r.Target.URL, authMode(&r.Auth), r.Concurrency, r.Retry.MaxAttempts, r.Retry.GiveUpAfter.D())
+	}
+	return nil
+}
+
+func authMode(a *config.Auth) string {
+	switch {
+	case a.Basic != nil:
+		return "basic"
+	case a.Header != nil:
+		return "header " + a.Header.Name
+	case a.HMAC != nil:
+		return "hmac " + a.HMAC.Header
+	case a.StandardWebhooks != nil:
+		return "standard_webhooks"
+	}
+	return "none"
+}

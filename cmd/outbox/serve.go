@@ -1,0 +1,187 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+
+	"github.com/webhook-outbox/webhook-outbox/config"
+	"github.com/webhook-outbox/webhook-outbox/handler"
+	"github.com/webhook-outbox/webhook-outbox/jobs"
+	"github.com/webhook-outbox/webhook-outbox/migrations"
+	"github.com/webhook-outbox/webhook-outbox/store"
+)
+
+func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
+	fs, configPath := newFlagSet("serve", stderr)
+	migrate := fs.Bool("migrate", false, "apply pending migrations before serving, instead of refusing to start")
+	logFormat := fs.String("log-format", "json", "log format: json or text")
+	rest, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(rest) > 0 {
+		return usagef("serve takes no arguments, got %q", rest)
+	}
+	cfg, err := config.Load(config.Path(*configPath))
+	if err != nil {
+		return err
+	}
+	logger, err := newLogger(stderr, *logFormat, cfg.LogLevel)
+	if err != nil {
+		return err
+	}
+	m := &Main{Config: cfg, Logger: logger, Migrate: *migrate}
+	if err := m.Run(ctx); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	logger.Info("shutting down", "timeout", cfg.ShutdownTimeout.D().String())
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout.D())
+	defer cancel()
+	return m.Close(shutdownCtx)
+}
+
+// newLogger returns the process's logger: JSON or text on w, at level.
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log_level: %q is not one of debug, info, warn, error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch format {
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	}
+	return nil, usagef("--log-format must be json or text, not %q", format)
+}
+
+// Main is the wired service: the database pool, the River client that runs
+// deliveries, and the HTTP server. End-to-end tests run the same Main on
+// port :0.
+type Main struct {
+	Config  *config.Config
+	Logger  *slog.Logger
+	Migrate bool
+
+	pool     *pgxpool.Pool
+	river    *river.Client[pgx.Tx]
+	server   *http.Server
+	listener net.Listener
+	served   chan error
+}
+
+// Run connects, checks or migrates the schema, starts the workers, and
+// starts serving HTTP. It returns once the service is up.
+func (m *Main) Run(ctx context.Context) (err error) {
+	cfg, logger := m.Config, m.Logger
+	defer func() {
+		if err != nil {
+			if m.listener != nil {
+				m.listener.Close()
+			}
+			m.closeResources()
+		}
+	}()
+	if m.Migrate {
+		if err := migrateUp(ctx, cfg.DatabaseURL, logger); err != nil {
+			return err
+		}
+	}
+	m.pool, err = store.Connect(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	st := store.New(m.pool)
+	if err := st.CheckSchema(ctx); err != nil {
+		return err
+	}
+	riverLogger := logger.With("component", "river")
+	m.river, err = jobs.NewClient(m.pool, st, cfg, jobs.ClientOptions{Logger: logger, RiverLogger: riverLogger})
+	if err != nil {
+		return err
+	}
+	intake, err := handler.NewIntake(cfg, store.NewIntake(st, m.river), logger)
+	if err != nil {
+		return err
+	}
+	router := handler.NewRouter(handler.RouterOptions{Intake: intake, Readiness: st, Logger: logger})
+
+	m.listener, err = net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("cannot listen on %s: %w", cfg.Listen, err)
+	}
+	// Deliveries get their own context: a shutdown stops them through
+	// river.Stop, after intake has drained, not by cancelling ctx.
+	if err := m.river.Start(context.WithoutCancel(ctx)); err != nil {
+		return fmt.Errorf("error starting River: %w", err)
+	}
+	m.server = &http.Server{
+		Handler:           router,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       60 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	m.served = make(chan error, 1)
+	go func() { m.served <- m.server.Serve(m.listener) }()
+	routes := make([]string, 0, len(cfg.Routes))
+	for _, r := range cfg.Routes {
+		routes = append(routes, r.Name)
+	}
+	logger.Info("outbox is serving", "addr", m.listener.Addr().String(), "routes", routes, "schema_version", migrations.Latest)
+	return nil
+}
+
+// Addr is the address the HTTP server listens on.
+func (m *Main) Addr() string { return m.listener.Addr().String() }
+
+// Close shuts down gracefully within ctx: it stops accepting requests and
+// lets in-flight ones finish, then lets running deliveries finish, and
+// cancels those still running when ctx ends. A cancelled delivery is retried
+// later, by this or another replica.
+func (m *Main) Close(ctx context.Context) error {
+	var errs []error
+	if m.server != nil {
+		if err := m.server.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("error draining HTTP requests: %w", err))
+		}
+		if err := <-m.served; err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errs = append(errs, fmt.Errorf("HTTP server failed: %w", err))
+		}
+	}
+	if m.river != nil {
+		if err := m.river.Stop(ctx); err != nil {
+			m.Logger.Warn("deliveries still running at the shutdown deadline; cancelling them", "error", err)
+			cancelCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			if err := m.river.StopAndCancel(cancelCtx); err != nil {
+				errs = append(errs, fmt.Errorf("error stopping deliveries: %w", err))
+			}
+			cancel()
+		}
+	}
+	m.closeResources()
+	if len(errs) == 0 {
+		m.Logger.Info("shut down cleanly")
+	}
+	return errors.Join(errs...)
+}
+
+func (m *Main) closeResources() {
+	if m.pool != nil {
+		m.pool.Close()
+	}
+}

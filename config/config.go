@@ -1,0 +1,276 @@
+// Package config reads, expands and validates webhook-outbox's YAML
+// configuration. Everything an operator can misspell is checked at startup,
+// and every message names the field and what is wrong with it.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"time"
+)
+
+// Defaults for optional settings.
+const (
+	DefaultListen              = ":8080"
+	DefaultDeadLetterRetention = 720 * time.Hour
+	DefaultEventRetention      = 168 * time.Hour
+	DefaultIntakeTimeout       = 2 * time.Second
+	DefaultIntakeRetryAfter    = 60 * time.Second
+	DefaultShutdownTimeout     = 30 * time.Second
+	DefaultMaxBodyBytes        = 1 << 20
+	DefaultTargetTimeout       = 10 * time.Second
+	DefaultMaxAttempts         = 10
+	DefaultInitialBackoff      = 2 * time.Second
+	DefaultMaxBackoff          = time.Hour
+	DefaultGiveUpAfter         = 72 * time.Hour
+	DefaultConcurrency         = 8
+	DefaultSignatureTolerance  = 5 * time.Minute
+
+	// MaxKeyBytes is the longest idempotency key accepted.
+	MaxKeyBytes = 512
+	// MinAdminTokenBytes is the shortest admin_token accepted.
+	MinAdminTokenBytes = 32
+)
+
+// Config is the whole configuration file.
+type Config struct {
+	// Listen is the HTTP listen address. OUTBOX_LISTEN overrides it.
+	Listen string `yaml:"listen"`
+	// DatabaseURL is the Postgres connection URL. DATABASE_URL overrides it.
+	DatabaseURL string `yaml:"database_url"`
+	// AdminToken guards /admin/ and /riverui/, as a Bearer token or as the
+	// Basic auth password.
+	AdminToken string `yaml:"admin_token"`
+	// DisableAdmin turns the admin API and River UI off, so that no admin
+	// token is needed.
+	DisableAdmin bool `yaml:"disable_admin"`
+	// DeadLetterRetention is how long dead letters are kept; "forever" keeps
+	// them.
+	DeadLetterRetention Retention `yaml:"dead_letter_retention"`
+	// EventRetention is how long delivered events are kept: the replay
+	// window.
+	EventRetention Duration `yaml:"event_retention"`
+	// IntakeTimeout bounds how long intake waits for the database before it
+	// answers 503.
+	IntakeTimeout Duration `yaml:"intake_timeout"`
+	// IntakeRetryAfter is the Retry-After sent with intake's 503 and 429
+	// answers.
+	IntakeRetryAfter Duration `yaml:"intake_retry_after"`
+	// ShutdownTimeout bounds a graceful shutdown: in-flight requests and
+	// running deliveries get this long to finish.
+	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+	// LogLevel is one of debug, info, warn, error.
+	LogLevel string `yaml:"log_level"`
+	// Routes are the webhook endpoints and where each delivers.
+	Routes []Route `yaml:"routes"`
+}
+
+// Route is one webhook endpoint, POST /webhooks/{name}, and its target.
+type Route struct {
+	Name           string      `yaml:"name"`
+	Auth           Auth        `yaml:"auth"`
+	IdempotencyKey []KeySource `yaml:"idempotency_key"`
+	MaxBodyBytes   int64       `yaml:"max_body_bytes"`
+	Target         Target      `yaml:"target"`
+	Retry          Retry       `yaml:"retry"`
+	// Concurrency caps the deliveries in flight for the route on each
+	// replica. It is the MaxWorkers of the route's River queue.
+	Concurrency int `yaml:"concurrency"`
+}
+
+// Auth says how a route authenticates its sender. Exactly one mode is set.
+type Auth struct {
+	None             bool                  `yaml:"none"`
+	Basic            *BasicAuth            `yaml:"basic"`
+	Header           *HeaderAuth           `yaml:"header"`
+	HMAC             *HMACAuth             `yaml:"hmac"`
+	StandardWebhooks *StandardWebhooksAuth `yaml:"standard_webhooks"`
+}
+
+// BasicAuth is HTTP Basic authentication. Several passwords may be valid at
+// once, so a password can be rotated without downtime.
+type BasicAuth struct {
+	Username  string   `yaml:"username"`
+	Password  string   `yaml:"password"`
+	Passwords []string `yaml:"passwords"`
+}
+
+// HeaderAuth is a shared secret sent in a request header, as Genesys data
+// actions do.
+type HeaderAuth struct {
+	Name   string   `yaml:"name"`
+	Value  string   `yaml:"value"`
+	Values []string `yaml:"values"`
+}
+
+// HMACAuth is a signature of the raw body in a header, as GitHub, Shopify
+// and Genesys Open Messaging send.
+type HMACAuth struct {
+	Header    string   `yaml:"header"`
+	Secret    string   `yaml:"secret"`
+	Secrets   []string `yaml:"secrets"`
+	Algorithm string   `yaml:"algorithm"`
+	Prefix    string   `yaml:"prefix"`
+	Encoding  string   `yaml:"encoding"`
+}
+
+// StandardWebhooksAuth is the Standard Webhooks scheme (webhook-id,
+// webhook-timestamp, webhook-signature).
+type StandardWebhooksAuth struct {
+	Secret    string   `yaml:"secret"`
+	Secrets   []string `yaml:"secrets"`
+	Tolerance Duration `yaml:"tolerance"`
+}
+
+// KeySource is one place to look for an event's idempotency key. Exactly one
+// field is set. Sources are tried in order; the first that yields a
+// non-empty value wins.
+type KeySource struct {
+	// JSON is an RFC 6901 pointer into the body, such as /id.
+	JSON string `yaml:"json"`
+	// Header is a request header name, such as webhook-id.
+	Header string `yaml:"header"`
+	// Composite joins the values at several JSON pointers with "|". It
+	// yields nothing unless every pointer yields a value. It serves payloads
+	// without an event id, such as Genesys's bare notification envelope.
+	Composite []string `yaml:"composite"`
+	// BodySHA256, when true, uses "sha256:" and the hex SHA-256 of the raw
+	// body: byte-identical redeliveries share a key.
+	BodySHA256 bool `yaml:"body_sha256"`
+}
+
+// Target is where a route's events are delivered.
+type Target struct {
+	URL     string            `yaml:"url"`
+	Timeout Duration          `yaml:"timeout"`
+	Headers map[string]string `yaml:"headers"`
+}
+
+// Retry is a route's retry policy.
+type Retry struct {
+	MaxAttempts    int      `yaml:"max_attempts"`
+	InitialBackoff Duration `yaml:"initial_backoff"`
+	MaxBackoff     Duration `yaml:"max_backoff"`
+	// GiveUpAfter is the delivery deadline, counted from intake. Past it an
+	// event becomes a dead letter however many attempts remain.
+	GiveUpAfter Duration `yaml:"give_up_after"`
+}
+
+// Route returns the route named name, or nil.
+func (c *Config) Route(name string) *Route {
+	for i := range c.Routes {
+		if c.Routes[i].Name == name {
+			return &c.Routes[i]
+		}
+	}
+	return nil
+}
+
+// MaxTargetTimeout is the longest target timeout of any route.
+func (c *Config) MaxTargetTimeout() time.Duration {
+	var longest time.Duration
+	for _, r := range c.Routes {
+		longest = max(longest, r.Target.Timeout.D())
+	}
+	return longest
+}
+
+// Path returns the config file to read: flagValue if set, else
+// $OUTBOX_CONFIG, else ./outbox.yaml.
+func Path(flagValue string) string {
+	if flagValue != "" {
+		return flagValue
+	}
+	if env := os.Getenv("OUTBOX_CONFIG"); env != "" {
+		return env
+	}
+	return "outbox.yaml"
+}
+
+// Load reads the file at path, expands ${VAR} references, applies the
+// DATABASE_URL and OUTBOX_LISTEN overrides and defaults, and validates the
+// result.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("config file %s does not exist: pass --config PATH or set OUTBOX_CONFIG", path)
+		}
+		return nil, fmt.Errorf("cannot read config file: %w", err)
+	}
+	cfg, err := Parse(data, os.LookupEnv)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Parse is Load without the file: data is the YAML, lookupEnv resolves
+// ${VAR} references and the overrides.
+func Parse(data []byte, lookupEnv func(string) (string, bool)) (*Config, error) {
+	cfg, err := decode(data, lookupEnv)
+	if err != nil {
+		return nil, err
+	}
+	if v, ok := lookupEnv("DATABASE_URL"); ok && v != "" {
+		cfg.DatabaseURL = v
+	}
+	if v, ok := lookupEnv("OUTBOX_LISTEN"); ok && v != "" {
+		cfg.Listen = v
+	}
+	cfg.applyDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+func (c *Config) applyDefaults() {
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	if !c.DeadLetterRetention.set {
+		c.DeadLetterRetention = Retention{d: DefaultDeadLetterRetention, set: true}
+	}
+	setDefault(&c.EventRetention, DefaultEventRetention)
+	setDefault(&c.IntakeTimeout, DefaultIntakeTimeout)
+	setDefault(&c.IntakeRetryAfter, DefaultIntakeRetryAfter)
+	setDefault(&c.ShutdownTimeout, DefaultShutdownTimeout)
+	if c.LogLevel == "" {
+		c.LogLevel = "info"
+	}
+	for i := range c.Routes {
+		r := &c.Routes[i]
+		if r.MaxBodyBytes == 0 {
+			r.MaxBodyBytes = DefaultMaxBodyBytes
+		}
+		setDefault(&r.Target.Timeout, DefaultTargetTimeout)
+		if r.Retry.MaxAttempts == 0 {
+			r.Retry.MaxAttempts = DefaultMaxAttempts
+		}
+		setDefault(&r.Retry.InitialBackoff, DefaultInitialBackoff)
+		setDefault(&r.Retry.MaxBackoff, DefaultMaxBackoff)
+		setDefault(&r.Retry.GiveUpAfter, DefaultGiveUpAfter)
+		if r.Concurrency == 0 {
+			r.Concurrency = DefaultConcurrency
+		}
+		if r.Auth.HMAC != nil {
+			if r.Auth.HMAC.Algorithm == "" {
+				r.Auth.HMAC.Algorithm = "sha256"
+			}
+			if r.Auth.HMAC.Encoding == "" {
+				r.Auth.HMAC.Encoding = "hex"
+			}
+		}
+		if r.Auth.StandardWebhooks != nil {
+			setDefault(&r.Auth.StandardWebhooks.Tolerance, DefaultSignatureTolerance)
+		}
+	}
+}
+
+func setDefault(d *Duration, def time.Duration) {
+	if !d.set {
+		*d = Duration{d: def, set: true}
+	}
+}

@@ -1,0 +1,161 @@
+package handler
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/webhook-outbox/webhook-outbox/config"
+)
+
+// keySource yields an idempotency key from a request, or "" and a short
+// description of why not.
+type keySource struct {
+	describe string
+	get      func(h http.Header, body []byte, doc *lazyDoc) (string, string)
+}
+
+// lazyDoc parses the body at most once, and only if a JSON pointer needs it.
+type lazyDoc struct {
+	body   []byte
+	parsed bool
+	v      any
+	err    error
+}
+
+func (d *lazyDoc) value() (any, error) {
+	if !d.parsed {
+		d.parsed = true
+		dec := json.NewDecoder(bytes.NewReader(d.body))
+		dec.UseNumber() // a number's key is its JSON text, exactly as sent
+		d.err = dec.Decode(&d.v)
+	}
+	return d.v, d.err
+}
+
+func newKeySources(sources []config.KeySource) []keySource {
+	out := make([]keySource, 0, len(sources))
+	for _, s := range sources {
+		switch {
+		case s.JSON != "":
+			ptr := s.JSON
+			out = append(out, keySource{describe: "json " + ptr, get: func(_ http.Header, _ []byte, doc *lazyDoc) (string, string) {
+				return pointerKey(doc, ptr)
+			}})
+		case s.Header != "":
+			name := http.CanonicalHeaderKey(s.Header)
+			out = append(out, keySource{describe: "header " + name, get: func(h http.Header, _ []byte, _ *lazyDoc) (string, string) {
+				if v := h.Get(name); v != "" {
+					return v, ""
+				}
+				return "", "missing"
+			}})
+		case len(s.Composite) > 0:
+			ptrs := s.Composite
+			out = append(out, keySource{describe: "composite " + strings.Join(ptrs, "+"), get: func(_ http.Header, _ []byte, doc *lazyDoc) (string, string) {
+				parts := make([]string, len(ptrs))
+				for i, ptr := range ptrs {
+					v, why := pointerKey(doc, ptr)
+					if v == "" {
+						return "", ptr + " " + why
+					}
+					parts[i] = v
+				}
+				return strings.Join(parts, "|"), ""
+			}})
+		case s.BodySHA256:
+			out = append(out, keySource{describe: "body_sha256", get: func(_ http.Header, body []byte, _ *lazyDoc) (string, string) {
+				sum := sha256.Sum256(body)
+				return "sha256:" + hex.EncodeToString(sum[:]), ""
+			}})
+		}
+	}
+	return out
+}
+
+// pointerKey resolves an RFC 6901 pointer and turns what it finds into a
+// key: a string as is, a number as its JSON text. Anything else yields
+// nothing.
+func pointerKey(doc *lazyDoc, ptr string) (string, string) {
+	v, err := doc.value()
+	if err != nil {
+		return "", "body not parsable"
+	}
+	for _, token := range strings.Split(ptr[1:], "/") {
+		token = strings.ReplaceAll(strings.ReplaceAll(token, "~1", "/"), "~0", "~")
+		switch node := v.(type) {
+		case map[string]any:
+			next, ok := node[token]
+			if !ok {
+				return "", "missing"
+			}
+			v = next
+		case []any:
+			i, err := strconv.Atoi(token)
+			if err != nil || i < 0 || i >= len(node) || (len(token) > 1 && token[0] == '0') {
+				return "", "missing"
+			}
+			v = node[i]
+		default:
+			return "", "missing"
+		}
+	}
+	switch val := v.(type) {
+	case string:
+		if val == "" {
+			return "", "empty"
+		}
+		return val, ""
+	case json.Number:
+		return val.String(), ""
+	case nil:
+		return "", "null"
+	case bool:
+		return "", "a boolean"
+	default:
+		return "", fmt.Sprintf("a %s, not a string or number", jsonKind(v))
+	}
+}
+
+func jsonKind(v any) string {
+	switch v.(type) {
+	case map[string]any:
+		return "object"
+	case []any:
+		return "array"
+	}
+	return "value"
+}
+
+// extractKey tries the sources in order and returns the first key found. If
+// none yields one, it returns an Error explaining what each source found.
+func extractKey(sources []keySource, h http.Header, body []byte) (string, *Error) {
+	doc := &lazyDoc{body: body}
+	tried := make([]string, 0, len(sources))
+	for _, s := range sources {
+		key, why := s.get(h, body, doc)
+		if key == "" {
+			tried = append(tried, fmt.Sprintf("%s (%s)", s.describe, why))
+			continue
+		}
+		if len(key) > config.MaxKeyBytes {
+			return "", errorf(http.StatusUnprocessableEntity, fmt.Sprintf("the idempotency key from %s is %d bytes long; keys are at most %d bytes", s.describe, len(key), config.MaxKeyBytes))
+		}
+		if !utf8.ValidString(key) {
+			return "", errorf(http.StatusUnprocessableEntity, fmt.Sprintf("the idempotency key from %s is not valid UTF-8", s.describe))
+		}
+		if strings.ContainsFunc(key, isControl) {
+			return "", errorf(http.StatusUnprocessableEntity, fmt.Sprintf("the idempotency key from %s contains control characters; it must be printable text", s.describe))
+		}
+		return key, nil
+	}
+	return "", errorf(http.StatusUnprocessableEntity, "no idempotency key: tried "+strings.Join(tried, ", "))
+}
+
+func isControl(r rune) bool { return r < 0x20 || r == 0x7f }

@@ -1,0 +1,84 @@
+// Package handler is webhook-outbox's HTTP surface: webhook intake, health,
+// and metrics, on a gorilla/mux router.
+package handler
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/webhook-outbox/webhook-outbox/store"
+)
+
+// Readiness reports whether the service can take traffic.
+type Readiness interface {
+	Ready(ctx context.Context) error
+}
+
+// RouterOptions are the router's dependencies.
+type RouterOptions struct {
+	Intake    *Intake
+	Readiness Readiness
+	Logger    *slog.Logger
+}
+
+// NewRouter returns the HTTP handler for the whole service.
+func NewRouter(opts RouterOptions) http.Handler {
+	r := mux.NewRouter()
+	r.Handle("/webhooks/{route}", opts.Intake).Methods(http.MethodPost)
+	r.HandleFunc("/healthz", healthz).Methods(http.MethodGet, http.MethodHead)
+	r.Handle("/readyz", readyz(opts.Readiness, opts.Logger)).Methods(http.MethodGet, http.MethodHead)
+	r.Handle("/metrics", promhttp.Handler()).Methods(http.MethodGet)
+	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, errorf(http.StatusNotFound, "no such endpoint: "+r.URL.Path))
+	})
+	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, errorf(http.StatusMethodNotAllowed, r.Method+" is not allowed on "+r.URL.Path))
+	})
+	return recoverer(opts.Logger, r)
+}
+
+func healthz(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// readyz answers 200 when the database answers and the schema is current,
+// else 503 with the reason.
+func readyz(ready Readiness, logger *slog.Logger) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := ready.Ready(ctx); err != nil {
+			logger.Warn("not ready", "error", err)
+			msg := err.Error()
+			if errors.Is(err, store.ErrUnreachable) {
+				msg = store.ErrUnreachable.Error() // the driver's details stay in the log
+			}
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": msg})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	}
+}
+
+// recoverer turns a panic in a handler into a logged 503 instead of a dropped
+// connection: the event was not stored, and the sender should retry.
+func recoverer(logger *slog.Logger, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				logger.Error("handler panicked", "panic", v, "path", r.URL.Path)
+				writeError(w, &Error{Status: http.StatusServiceUnavailable, Message: "internal error; the request was not processed, retry later", RetryAfter: 5 * time.Second})
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}

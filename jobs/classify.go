@@ -1,0 +1,190 @@
+package jobs
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+	"unicode/utf8"
+)
+
+// Verdict is what a delivery attempt's result means for the job.
+type Verdict int
+
+const (
+	// Delivered: the target answered 2xx.
+	Delivered Verdict = iota
+	// Retry: a transient failure; retry with backoff, using an attempt.
+	Retry
+	// Snooze: the target asked us to come back later (429 or 503 with
+	// Retry-After); wait that long without using an attempt.
+	Snooze
+	// Permanent: retrying cannot help (a 4xx such as 400, 401 or 410).
+	Permanent
+)
+
+func (v Verdict) String() string {
+	switch v {
+	case Delivered:
+		return "delivered"
+	case Retry:
+		return "retry"
+	case Snooze:
+		return "snoozed"
+	case Permanent:
+		return "cancelled"
+	}
+	return "unknown"
+}
+
+// Outcome is one classified delivery attempt.
+type Outcome struct {
+	Verdict Verdict
+	// Status is the HTTP status, 0 when no answer came.
+	Status int
+	// RetryAfter is the target's Retry-After, for Snooze.
+	RetryAfter time.Duration
+	// Message says what happened in words an operator reads in the
+	// dead-letter view, for example "target answered 503 Service
+	// Unavailable after 212ms: database is down".
+	Message string
+}
+
+// maxErrorBody is how much of a failing answer's body goes into the error.
+const maxErrorBody = 200
+
+// classifyResponse classifies an answer. body is at most the first
+// maxErrorBody bytes of it.
+func classifyResponse(resp *http.Response, body []byte, elapsed time.Duration, now time.Time) Outcome {
+	o := Outcome{Status: resp.StatusCode}
+	code := resp.StatusCode
+	o.Message = fmt.Sprintf("target answered %d %s after %s", code, statusText(code), roundDuration(elapsed))
+	if snippet := bodySnippet(body); snippet != "" {
+		o.Message += ": " + snippet
+	}
+	switch {
+	case code >= 200 && code < 300:
+		o.Verdict = Delivered
+	case code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable:
+		if d, ok := parseRetryAfter(resp.Header.Get("Retry-After"), now); ok {
+			o.Verdict = Snooze
+			o.RetryAfter = d
+		} else {
+			o.Verdict = Retry
+		}
+	case code == http.StatusRequestTimeout || code == http.StatusTooEarly || code >= 500:
+		o.Verdict = Retry
+	case code >= 300 && code < 400:
+		o.Verdict = Permanent
+		o.Message += fmt.Sprintf(" (redirect to %q: outbox does not follow redirects, point target.url at the final address)", resp.Header.Get("Location"))
+	default:
+		o.Verdict = Permanent
+	}
+	return o
+}
+
+func statusText(code int) string {
+	if t := http.StatusText(code); t != "" {
+		return t
+	}
+	return "(unknown status)"
+}
+
+// bodySnippet makes the start of an answer's body fit for a one-line error.
+func bodySnippet(body []byte) string {
+	s := strings.ToValidUTF8(string(body), "\uFFFD")
+	s = strings.Join(strings.Fields(s), " ")
+	if len(body) >= maxErrorBody {
+		// Cut at a rune boundary and say that there was more.
+		for len(s) > 0 && !utf8.ValidString(s) {
+			s = s[:len(s)-1]
+		}
+		s += "…"
+	}
+	return s
+}
+
+// parseRetryAfter reads Retry-After as delay-seconds or an HTTP-date.
+func parseRetryAfter(v string, now time.Time) (time.Duration, bool) {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0, false
+	}
+	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if secs < 0 {
+			return 0, false
+		}
+		return time.Duration(min(secs, int64(365*24*time.Hour/time.Second))) * time.Second, true
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return max(t.Sub(now), 0), true
+	}
+	return 0, false
+}
+
+// classifyError classifies an attempt that got no answer.
+func classifyError(err error, target *url.URL, timeout, elapsed time.Duration) Outcome {
+	o := Outcome{Verdict: Retry}
+	host := target.Host
+	var dnsErr *net.DNSError
+	var certErr *tls.CertificateVerificationError
+	var unknownAuthority x509.UnknownAuthorityError
+	var hostnameErr x509.HostnameError
+	switch {
+	case errors.Is(err, context.DeadlineExceeded) || isTimeout(err):
+		o.Message = fmt.Sprintf("no answer within %s", timeout)
+	case errors.As(err, &dnsErr):
+		o.Message = fmt.Sprintf("cannot resolve host %s: %s", target.Hostname(), dnsErrText(dnsErr))
+	case errors.Is(err, syscall.ECONNREFUSED):
+		o.Message = fmt.Sprintf("connection refused by %s", host)
+	case errors.Is(err, syscall.ECONNRESET):
+		o.Message = fmt.Sprintf("connection reset by %s after %s", host, roundDuration(elapsed))
+	case errors.Is(err, syscall.EHOSTUNREACH) || errors.Is(err, syscall.ENETUNREACH):
+		o.Message = fmt.Sprintf("no route to %s", host)
+	case errors.As(err, &certErr) || errors.As(err, &unknownAuthority) || errors.As(err, &hostnameErr):
+		o.Message = fmt.Sprintf("TLS certificate of %s not accepted: %s", host, innermost(err))
+	default:
+		o.Message = fmt.Sprintf("request to %s failed after %s: %s", host, roundDuration(elapsed), innermost(err))
+	}
+	return o
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+func dnsErrText(e *net.DNSError) string {
+	if e.IsNotFound {
+		return "no such host"
+	}
+	return e.Err
+}
+
+// innermost drops url.Error's "Post \"http://...\": " wrapping, which repeats
+// what the message already says.
+func innermost(err error) string {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err.Error()
+	}
+	return err.Error()
+}
+
+func roundDuration(d time.Duration) time.Duration {
+	switch {
+	case d >= 10*time.Second:
+		return d.Round(100 * time.Millisecond)
+	case d >= time.Millisecond:
+		return d.Round(time.Millisecond)
+	}
+	return d.Round(time.Microsecond)
+}

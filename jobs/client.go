@@ -1,0 +1,85 @@
+package jobs
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+
+	"github.com/webhook-outbox/webhook-outbox/config"
+	"github.com/webhook-outbox/webhook-outbox/store"
+)
+
+// River tuning. River's defaults (100 ms fetch cooldown, 1 s poll interval)
+// cap a queue at about MaxWorkers × 10 jobs/s and make short backoffs late by
+// up to a second; these keep a 2 s backoff within its ±10% jitter while an
+// idle replica polls each queue only a few times a second.
+const (
+	FetchCooldown     = 20 * time.Millisecond
+	FetchPollInterval = 200 * time.Millisecond
+	// rescueMargin is added to the longest target timeout to decide that a
+	// running job's replica died. River's rescuer runs every 30 s, so a
+	// killed replica's deliveries resume within about a minute plus that
+	// timeout.
+	rescueMargin = 30 * time.Second
+)
+
+// ClientOptions are what the River client needs besides the config.
+type ClientOptions struct {
+	Logger *slog.Logger
+	// RiverLogger receives River's own logs; River is chatty at info.
+	RiverLogger *slog.Logger
+}
+
+// NewClient returns the River client that runs deliveries: one queue per
+// route, named after it, with the route's concurrency as MaxWorkers, and
+// dead letters kept for dead_letter_retention.
+func NewClient(pool *pgxpool.Pool, st *store.Store, cfg *config.Config, opts ClientOptions) (*river.Client[pgx.Tx], error) {
+	deliverer, err := NewDeliverer(st, cfg, opts.Logger)
+	if err != nil {
+		return nil, err
+	}
+	workers := river.NewWorkers()
+	if err := river.AddWorkerSafely(workers, deliverer); err != nil {
+		return nil, fmt.Errorf("error registering delivery worker: %w", err)
+	}
+	queues := make(map[string]river.QueueConfig, len(cfg.Routes))
+	for _, r := range cfg.Routes {
+		queues[r.Name] = river.QueueConfig{MaxWorkers: r.Concurrency}
+	}
+	retention := cfg.DeadLetterRetention.RiverPeriod()
+	client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
+		Logger:            opts.RiverLogger,
+		Queues:            queues,
+		Workers:           workers,
+		FetchCooldown:     FetchCooldown,
+		FetchPollInterval: FetchPollInterval,
+		// Every delivery sets its own timeout (Deliverer.Timeout).
+		JobTimeout:           -1,
+		RescueStuckJobsAfter: cfg.MaxTargetTimeout() + rescueMargin,
+		// A dead letter is a discarded (attempts exhausted) or cancelled
+		// (permanent failure) job. River's defaults delete them after 7
+		// days and 1 day; both follow dead_letter_retention instead.
+		DiscardedJobRetentionPeriod: retention,
+		CancelledJobRetentionPeriod: retention,
+		CompletedJobRetentionPeriod: 24 * time.Hour,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("error creating River client: %w", err)
+	}
+	return client, nil
+}
+
+// NewInsertOnlyClient returns a River client that enqueues and manages jobs
+// but works none, for the CLI.
+func NewInsertOnlyClient(pool *pgxpool.Pool, logger *slog.Logger) (*river.Client[pgx.Tx], error) {
+	client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{Logger: logger})
+	if err != nil {
+		return nil, fmt.Errorf("error creating River client: %w", err)
+	}
+	return client, nil
+}

@@ -1,0 +1,2 @@
+DROP FUNCTION IF EXISTS outbox_payload(bytea);
+DROP TABLE IF EXISTS events;

@@ -1,0 +1,2 @@
+-- name: SchemaVersion :one
+SELECT version, dirty FROM schema_migrations LIMIT 1;

@@ -1,0 +1,158 @@
+// Package store is webhook-outbox's access to Postgres: events, their
+// delivery jobs, and the schema's readiness. The HTTP handlers and the River
+// workers both use it, and neither imports the other.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivertype"
+
+	"github.com/webhook-outbox/webhook-outbox/migrations"
+	"github.com/webhook-outbox/webhook-outbox/sql/dbsqlc"
+)
+
+// DeliverKind is the River job kind of a delivery.
+const DeliverKind = "deliver"
+
+// DeliverArgs are a delivery job's args: which event to deliver. They carry
+// identifiers only, never the payload or a secret, because River UI shows
+// them to operators.
+type DeliverArgs struct {
+	EventID int64  `json:"event_id"`
+	Route   string `json:"route"`
+	Key     string `json:"key"`
+}
+
+// Kind is the River job kind.
+func (DeliverArgs) Kind() string { return DeliverKind }
+
+// ErrNotFound is returned when a looked-up row does not exist.
+var ErrNotFound = errors.New("not found")
+
+// Store runs webhook-outbox's queries.
+type Store struct {
+	pool *pgxpool.Pool
+	q    *dbsqlc.Queries
+}
+
+// New returns a Store over pool.
+func New(pool *pgxpool.Pool) *Store {
+	return &Store{pool: pool, q: dbsqlc.New(pool)}
+}
+
+// Pool returns the connection pool, for River's driver.
+func (s *Store) Pool() *pgxpool.Pool { return s.pool }
+
+// Connect opens a pool to databaseURL and checks that it answers. Connection
+// attempts are bounded so that a down database fails fast.
+func Connect(ctx context.Context, databaseURL string) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(databaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("invalid database_url: %w", err)
+	}
+	if cfg.ConnConfig.ConnectTimeout == 0 || cfg.ConnConfig.ConnectTimeout > 5*time.Second {
+		cfg.ConnConfig.ConnectTimeout = 5 * time.Second
+	}
+	cfg.MaxConns = max(cfg.MaxConns, 20)
+	cfg.ConnConfig.RuntimeParams["application_name"] = "webhook-outbox"
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("invalid database_url: %w", err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("cannot reach the database at %s: %w", redactURL(cfg.ConnConfig), err)
+	}
+	return pool, nil
+}
+
+func redactURL(c *pgx.ConnConfig) string {
+	return fmt.Sprintf("%s:%d/%s", c.Host, c.Port, c.Database)
+}
+
+// CheckSchema returns nil when the database's schema is exactly the version
+// this binary carries, and otherwise an error that says what to run.
+func (s *Store) CheckSchema(ctx context.Context) error {
+	row, err := s.q.SchemaVersion(ctx)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows) || isUndefinedTable(err):
+		return fmt.Errorf("the database has no webhook-outbox schema: run `outbox migrate up` (or start with `outbox serve --migrate`)")
+	case err != nil:
+		return fmt.Errorf("%w: cannot read the schema version: %w", ErrUnreachable, err)
+	case row.Dirty:
+		return fmt.Errorf("the schema is dirty at version %d: a migration failed halfway; repair it, then run `outbox migrate force %d`", row.Version, row.Version)
+	case uint(row.Version) < migrations.Latest:
+		return fmt.Errorf("the schema is at version %d and this binary needs %d: run `outbox migrate up` (or start with `outbox serve --migrate`)", row.Version, migrations.Latest)
+	case uint(row.Version) > migrations.Latest:
+		return fmt.Errorf("the schema is at version %d, newer than this binary's %d: run the newer outbox binary, or `outbox migrate down` with it", row.Version, migrations.Latest)
+	}
+	return nil
+}
+
+// ErrUnreachable wraps failures to reach the database.
+var ErrUnreachable = errors.New("the database is unreachable")
+
+// Ready reports whether the database answers and the schema is current.
+func (s *Store) Ready(ctx context.Context) error {
+	if err := s.pool.Ping(ctx); err != nil {
+		return fmt.Errorf("%w: %w", ErrUnreachable, err)
+	}
+	return s.CheckSchema(ctx)
+}
+
+// DeliveryEvent is what a delivery needs of an event.
+type DeliveryEvent struct {
+	ID          int64
+	Route       string
+	Key         string
+	ReceivedAt  time.Time
+	ContentType string
+	Body        []byte
+}
+
+// EventForDelivery loads an event by id. It returns ErrNotFound when the
+// event is gone.
+func (s *Store) EventForDelivery(ctx context.Context, id int64) (*DeliveryEvent, error) {
+	row, err := s.q.GetEventForDelivery(ctx, id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("error loading event %d: %w", id, err)
+	}
+	return &DeliveryEvent{
+		ID: row.ID, Route: row.Route, Key: row.Key, ReceivedAt: row.ReceivedAt,
+		ContentType: row.ContentType, Body: row.Body,
+	}, nil
+}
+
+// CompleteDelivery records the event as delivered and completes its job in
+// one transaction, so the event row keeps the fact after River cleans the
+// completed job away.
+func (s *Store) CompleteDelivery(ctx context.Context, job *river.Job[DeliverArgs]) error {
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if err := s.q.WithTx(tx).MarkEventDelivered(ctx, dbsqlc.MarkEventDeliveredParams{
+			ID: job.Args.EventID, Attempts: new(int32(job.Attempt)),
+		}); err != nil {
+			return fmt.Errorf("error marking event %d delivered: %w", job.Args.EventID, err)
+		}
+		if _, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job); err != nil {
+			return fmt.Errorf("error completing job %d: %w", job.ID, err)
+		}
+		return nil
+	})
+}
+
+// JobInserter is the part of a River client that enqueues jobs in a
+// transaction. An insert-only client serves.
+type JobInserter interface {
+	InsertTx(ctx context.Context, tx pgx.Tx, args river.JobArgs, opts *river.InsertOpts) (*rivertype.JobInsertResult, error)
+}
