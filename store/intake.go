@@ -7,9 +7,9 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgerrcode"
 	"github.com/riverqueue/river"
 
 	"github.com/webhook-outbox/webhook-outbox/sql/dbsqlc"

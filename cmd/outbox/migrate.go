@@ -21,6 +21,11 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if len(rest) == 0 {
 		return usagef("migrate needs up, down, version or force")
 	}
+	switch rest[0] {
+	case "up", "down", "version", "force":
+	default:
+		return usagef("unknown migrate command %q: use up, down, version or force", rest[0])
+	}
 	cfg, err := config.Load(config.Path(*configPath))
 	if err != nil {
 		return err
@@ -90,8 +95,6 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			return err
 		}
 		fmt.Fprintf(stdout, "recorded version %d as applied and clean\n", v)
-	default:
-		return usagef("unknown migrate command %q: use up, down, version or force", sub)
 	}
 	return nil
 }

@@ -1,0 +1,41 @@
+# The two set-up commands are `make run` and `make test`. Both find or start a
+# Postgres with scripts/devdb.sh: DATABASE_URL if it answers, else a private
+# cluster under .pgdata/ built from the installed Postgres binaries.
+
+GO       ?= go
+BIN      := bin/outbox
+SQLC     := $(shell $(GO) env GOPATH)/bin/sqlc
+SQLC_VERSION := v1.31.1
+
+.PHONY: run test build vet generate db db-stop clean
+
+## run: serve outbox.example.yaml with the demo target, on a local Postgres
+run: build
+	@scripts/run.sh
+
+## test: run every test with the race detector against a real Postgres
+test:
+	@url=$$(scripts/devdb.sh) && TEST_DATABASE_URL="$$url" $(GO) test -race -count=1 ./...
+
+## build: build bin/outbox
+build:
+	$(GO) build -o $(BIN) ./cmd/outbox
+
+vet:
+	$(GO) vet ./...
+
+## generate: regenerate sql/dbsqlc from sql/queries (installs sqlc if needed; cgo, ~90 s once)
+generate:
+	@test -x $(SQLC) || CGO_ENABLED=1 $(GO) install github.com/sqlc-dev/sqlc/cmd/sqlc@$(SQLC_VERSION)
+	cd sql && $(SQLC) generate
+
+## db: start the private Postgres (if needed) and print its URL
+db:
+	@scripts/devdb.sh
+
+## db-stop: stop the private Postgres
+db-stop:
+	@scripts/devdb.sh stop
+
+clean: db-stop
+	rm -rf bin .pgdata .dev

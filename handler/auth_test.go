@@ -1,0 +1,130 @@
+package handler_test
+
+import (
+	"crypto/hmac"
+	"crypto/sha1"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"hash"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The signatures below are computed from each scheme's documented formula,
+// not by the code under test.
+
+func sign(newHash func() hash.Hash, secret, msg []byte) []byte {
+	m := hmac.New(newHash, secret)
+	m.Write(msg)
+	return m.Sum(nil)
+}
+
+var authConfig = `
+database_url: postgres://unused/db
+admin_token: ` + adminToken + `
+routes:
+  - name: basic
+    auth: {basic: {username: genesys, passwords: [old-pw, new-pw]}}
+    idempotency_key: [{json: /id}]
+    target: {url: "http://127.0.0.1:1/"}
+  - name: github
+    auth: {hmac: {header: X-Hub-Signature-256, secrets: [old-secret, new-secret], algorithm: sha256, prefix: "sha256=", encoding: hex}}
+    idempotency_key: [{json: /id}]
+    target: {url: "http://127.0.0.1:1/"}
+  - name: openmessaging
+    auth: {hmac: {header: X-Hub-Signature-256, secret: om-secret, prefix: "sha256=", encoding: base64}}
+    idempotency_key: [{json: /id}]
+    target: {url: "http://127.0.0.1:1/"}
+  - name: shopify
+    auth: {hmac: {header: X-Shopify-Hmac-Sha256, secret: shop-secret, encoding: base64}}
+    idempotency_key: [{json: /id}]
+    target: {url: "http://127.0.0.1:1/"}
+  - name: legacy
+    auth: {hmac: {header: X-Hub-Signature, secret: sha1-secret, algorithm: sha1, prefix: "sha1="}}
+    idempotency_key: [{json: /id}]
+    target: {url: "http://127.0.0.1:1/"}
+  - name: sw
+    auth: {standard_webhooks: {secrets: ["whsec_` + swOldB64 + `", "whsec_` + swNewB64 + `"], tolerance: 5m}}
+    idempotency_key: [{header: webhook-id}]
+    target: {url: "http://127.0.0.1:1/"}
+`
+
+var (
+	swOld    = []byte("standard-webhooks-old-key-bytes!")
+	swNew    = []byte("standard-webhooks-new-key-bytes!")
+	swOldB64 = base64.StdEncoding.EncodeToString(swOld)
+	swNewB64 = base64.StdEncoding.EncodeToString(swNew)
+)
+
+func TestAuthModes(t *testing.T) {
+	t.Parallel()
+	pool := poolFor(t)
+	b := setupWithPool(t, pool, authConfig)
+	body := []byte(`{"id":"evt-1"}`)
+	tampered := []byte(`{"id":"evt-2"}`)
+	basic := func(user, pw string) string {
+		return "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+pw))
+	}
+	hexSig := func(secret string, msg []byte) string {
+		return "sha256=" + hex.EncodeToString(sign(sha256.New, []byte(secret), msg))
+	}
+	now := time.Now().Unix()
+	swSig := func(key []byte, id string, ts int64, msg []byte) string {
+		signed := fmt.Appendf(nil, "%s.%d.%s", id, ts, msg)
+		return "v1," + base64.StdEncoding.EncodeToString(sign(sha256.New, key, signed))
+	}
+	swHeaders := func(id string, ts int64, sig string) map[string]string {
+		return map[string]string{"webhook-id": id, "webhook-timestamp": strconv.FormatInt(ts, 10), "webhook-signature": sig}
+	}
+
+	cases := []struct {
+		name    string
+		route   string
+		body    []byte
+		headers map[string]string
+		status  int
+		want    string
+	}{
+		{"basic right", "basic", body, map[string]string{"Authorization": basic("genesys", "old-pw")}, 200, ""},
+		{"basic rotated", "basic", []byte(`{"id":"b2"}`), map[string]string{"Authorization": basic("genesys", "new-pw")}, 200, ""},
+		{"basic wrong password", "basic", body, map[string]string{"Authorization": basic("genesys", "nope")}, 401, "wrong username or password"},
+		{"basic wrong user", "basic", body, map[string]string{"Authorization": basic("admin", "old-pw")}, 401, "wrong username or password"},
+		{"basic missing", "basic", body, nil, 401, "send HTTP Basic credentials"},
+
+		{"hmac hex right", "github", body, map[string]string{"X-Hub-Signature-256": hexSig("old-secret", body)}, 200, ""},
+		{"hmac hex rotated", "github", tampered, map[string]string{"X-Hub-Signature-256": hexSig("new-secret", tampered)}, 200, ""},
+		{"hmac wrong secret", "github", body, map[string]string{"X-Hub-Signature-256": hexSig("guess", body)}, 401, "does not match the body"},
+		{"hmac tampered body", "github", tampered, map[string]string{"X-Hub-Signature-256": hexSig("old-secret", body)}, 401, "does not match the body"},
+		{"hmac missing", "github", body, nil, 401, "X-Hub-Signature-256 signature header is missing"},
+		{"hmac no prefix", "github", body, map[string]string{"X-Hub-Signature-256": strings.TrimPrefix(hexSig("old-secret", body), "sha256=")}, 401, `must start with "sha256="`},
+		{"hmac not hex", "github", body, map[string]string{"X-Hub-Signature-256": "sha256=zz"}, 401, "not a hex signature"},
+		{"open messaging base64", "openmessaging", body, map[string]string{"X-Hub-Signature-256": "sha256=" + base64.StdEncoding.EncodeToString(sign(sha256.New, []byte("om-secret"), body))}, 200, ""},
+		{"shopify base64", "shopify", body, map[string]string{"X-Shopify-Hmac-Sha256": base64.StdEncoding.EncodeToString(sign(sha256.New, []byte("shop-secret"), body))}, 200, ""},
+		{"sha1", "legacy", body, map[string]string{"X-Hub-Signature": "sha1=" + hex.EncodeToString(sign(sha1.New, []byte("sha1-secret"), body))}, 200, ""},
+
+		{"standard webhooks right", "sw", body, swHeaders("msg_1", now, swSig(swOld, "msg_1", now, body)), 200, ""},
+		{"standard webhooks rotated, several signatures", "sw", body, swHeaders("msg_2", now, "v1,bm9wZQ== "+swSig(swNew, "msg_2", now, body)), 200, ""},
+		{"standard webhooks wrong key", "sw", body, swHeaders("msg_3", now, swSig([]byte("wrong"), "msg_3", now, body)), 401, "no v1 signature"},
+		{"standard webhooks tampered", "sw", tampered, swHeaders("msg_4", now, swSig(swOld, "msg_4", now, body)), 401, "no v1 signature"},
+		{"standard webhooks stale", "sw", body, swHeaders("msg_5", now-600, swSig(swOld, "msg_5", now-600, body)), 401, "more than the 5m0s tolerance"},
+		{"standard webhooks future", "sw", body, swHeaders("msg_6", now+600, swSig(swOld, "msg_6", now+600, body)), 401, "more than the 5m0s tolerance"},
+		{"standard webhooks missing", "sw", body, map[string]string{"webhook-id": "msg_7"}, 401, "are all required"},
+	}
+	for _, c := range cases {
+		h := map[string]string{"X-Webhook-Token": ""}
+		for k, v := range c.headers {
+			h[k] = v
+		}
+		a := b.post(t, c.route, c.body, h)
+		if a.status != c.status || (c.want != "" && !strings.Contains(a.decoded["error"], c.want)) {
+			t.Errorf("%s: got %d %s, want %d %q", c.name, a.status, a.raw, c.status, c.want)
+		}
+		if c.status == 401 && c.route == "basic" && a.header.Get("WWW-Authenticate") == "" {
+			t.Errorf("%s: 401 without WWW-Authenticate", c.name)
+		}
+	}
+}
