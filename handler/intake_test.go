@@ -475,5 +475,3 @@ func TestHealthAndReadiness(t *testing.T) {
 		t.Errorf("/readyz on an old schema = %d %s", resp.StatusCode, body)
 	}
 }
-
-
