@@ -40,7 +40,14 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	m := &Main{Config: cfg, Logger: logger, Migrate: *migrate}
+	// River logs routine progress at info; only its warnings and errors
+	// reach outbox's log unless log_level is debug.
+	riverLevel := "warn"
+	if cfg.LogLevel == "debug" {
+		riverLevel = "debug"
+	}
+	riverLogger, _ := newLogger(stderr, *logFormat, riverLevel)
+	m := &Main{Config: cfg, Logger: logger, RiverLogger: riverLogger.With("component", "river"), Migrate: *migrate}
 	if err := m.Run(ctx); err != nil {
 		return err
 	}
@@ -71,9 +78,11 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 // deliveries, and the HTTP server. End-to-end tests run the same Main on
 // port :0.
 type Main struct {
-	Config  *config.Config
-	Logger  *slog.Logger
-	Migrate bool
+	Config *config.Config
+	Logger *slog.Logger
+	// RiverLogger receives River's own logs; Logger when nil.
+	RiverLogger *slog.Logger
+	Migrate     bool
 
 	pool     *pgxpool.Pool
 	river    *river.Client[pgx.Tx]
@@ -107,7 +116,10 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err := st.CheckSchema(ctx); err != nil {
 		return err
 	}
-	riverLogger := logger.With("component", "river")
+	riverLogger := m.RiverLogger
+	if riverLogger == nil {
+		riverLogger = logger
+	}
 	m.river, err = jobs.NewClient(m.pool, st, cfg, jobs.ClientOptions{Logger: logger, RiverLogger: riverLogger})
 	if err != nil {
 		return err
