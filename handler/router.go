@@ -25,6 +25,12 @@ type RouterOptions struct {
 	Intake    *Intake
 	Readiness Readiness
 	Logger    *slog.Logger
+	// Admin serves /admin/v1 behind AdminToken; nil turns the admin API
+	// off.
+	Admin      *store.Admin
+	AdminToken string
+	// RiverUI is served at /riverui/ behind AdminToken; nil turns it off.
+	RiverUI http.Handler
 }
 
 // NewRouter returns the HTTP handler for the whole service.
@@ -34,14 +40,28 @@ func NewRouter(opts RouterOptions) http.Handler {
 	r.HandleFunc("/healthz", healthz).Methods(http.MethodGet, http.MethodHead)
 	r.Handle("/readyz", readyz(opts.Readiness, opts.Logger)).Methods(http.MethodGet, http.MethodHead)
 	r.Handle("/metrics", promhttp.Handler()).Methods(http.MethodGet)
-	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, errorf(http.StatusNotFound, "no such endpoint: "+r.URL.Path))
-	})
-	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, errorf(http.StatusMethodNotAllowed, r.Method+" is not allowed on "+r.URL.Path))
-	})
+	if opts.Admin != nil {
+		api := &adminAPI{admin: opts.Admin, logger: opts.Logger, now: time.Now}
+		sub := mux.NewRouter()
+		api.mount(sub.PathPrefix("/admin/v1").Subrouter())
+		sub.NotFoundHandler, sub.MethodNotAllowedHandler = notFound, methodNotAllowed
+		r.PathPrefix("/admin/").Handler(adminAuth(opts.AdminToken, sub))
+	}
+	if opts.RiverUI != nil {
+		r.Handle(RiverUIPrefix, http.RedirectHandler(RiverUIPrefix+"/", http.StatusMovedPermanently))
+		r.PathPrefix(RiverUIPrefix + "/").Handler(adminAuth(opts.AdminToken, opts.RiverUI))
+	}
+	r.NotFoundHandler, r.MethodNotAllowedHandler = notFound, methodNotAllowed
 	return recoverer(opts.Logger, r)
 }
+
+var notFound = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	writeError(w, errorf(http.StatusNotFound, "no such endpoint: "+r.URL.Path))
+})
+
+var methodNotAllowed = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	writeError(w, errorf(http.StatusMethodNotAllowed, r.Method+" is not allowed on "+r.URL.Path))
+})
 
 func healthz(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})

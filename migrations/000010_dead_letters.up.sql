@@ -17,8 +17,8 @@ SELECT
     j.state::text                                  AS state,
     j.attempt                                      AS attempts,
     j.max_attempts,
-    j.errors[array_upper(j.errors, 1)] ->> 'error' AS last_error,
-    coalesce(to_jsonb(j.errors), '[]'::jsonb)      AS errors,
+    (j.errors[array_upper(j.errors, 1)] ->> 'error')::text AS last_error,
+    coalesce(to_jsonb(j.errors), '[]'::jsonb)::jsonb       AS errors,
     j.finalized_at                                 AS failed_at
 FROM river_job j
 JOIN events e ON e.id = (j.args ->> 'event_id')::bigint

@@ -19,7 +19,15 @@ Usage:
   outbox serve [--config PATH] [--migrate] [--log-format json|text]
   outbox migrate up|down [N]|version|force VERSION [--config PATH]
   outbox config check [--config PATH]
+  outbox dlq list [--route R] [--since T] [--until T] [--error TEXT] [--limit N] [--json]
+  outbox dlq show ID [--json]
+  outbox dlq retry ID...|--route R [--since T] [--until T] [--error TEXT] [--dry-run] [--json]
+  outbox replay --route R --since T [--until T] [--dry-run] [--json]
+  outbox routes list [--json] | pause NAME | resume NAME
   outbox demo-target [--listen :9090] [--fail-rate 0.3]
+
+ID is a job id, as dlq list prints it, or ROUTE/KEY. A time T is RFC 3339
+(2026-11-28T09:00:00Z), a date (2026-11-28), or a duration ago (2h).
 
 The config is read from --config PATH, else $OUTBOX_CONFIG, else ./outbox.yaml.
 Exit codes: 0 success, 1 failure, 2 bad usage.
@@ -70,6 +78,12 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return runMigrate(ctx, rest, stdout, stderr)
 	case "config":
 		return runConfig(rest, stdout, stderr)
+	case "dlq":
+		return runDLQ(ctx, rest, stdout, stderr)
+	case "replay":
+		return runReplay(ctx, rest, stdout, stderr)
+	case "routes":
+		return runRoutes(ctx, rest, stdout, stderr)
 	case "demo-target":
 		return runDemoTarget(ctx, rest, stdout, stderr)
 	case "help", "-h", "--help":

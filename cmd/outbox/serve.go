@@ -89,6 +89,34 @@ type Main struct {
 	server   *http.Server
 	listener net.Listener
 	served   chan error
+	stopUI   context.CancelFunc
+	// stopBackground stops periodic work and waits for it.
+	stopBackground func()
+}
+
+// pauseReconcileInterval is how often serve checks that River's queue rows
+// still carry the routes' pauses (see store.Admin.ReconcilePauses).
+const pauseReconcileInterval = time.Minute
+
+// runEvery runs fn every interval until the returned stop function is
+// called; stop waits for a run in progress.
+func (m *Main) runEvery(interval time.Duration, fn func(ctx context.Context)) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		ticker := time.NewTicker(interval)
+		defer ticker.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-ticker.C:
+				fn(ctx)
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
 }
 
 // Run connects, checks or migrates the schema, starts the workers, and
@@ -128,7 +156,27 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	router := handler.NewRouter(handler.RouterOptions{Intake: intake, Readiness: st, Logger: logger})
+	admin := store.NewAdmin(st, m.river, cfg)
+	// Restore pauses before the workers start, so that a paused route's
+	// queue is paused from its first fetch.
+	if err := admin.ReconcilePauses(ctx, logger); err != nil {
+		return err
+	}
+	routerOpts := handler.RouterOptions{Intake: intake, Readiness: st, Logger: logger}
+	if !cfg.DisableAdmin {
+		ui, err := handler.NewRiverUI(m.river, riverLogger)
+		if err != nil {
+			return err
+		}
+		uiCtx, stopUI := context.WithCancel(context.WithoutCancel(ctx))
+		if err := ui.Start(uiCtx); err != nil {
+			stopUI()
+			return fmt.Errorf("error starting River UI: %w", err)
+		}
+		m.stopUI = stopUI
+		routerOpts.Admin, routerOpts.AdminToken, routerOpts.RiverUI = admin, cfg.AdminToken, ui
+	}
+	router := handler.NewRouter(routerOpts)
 
 	m.listener, err = net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -150,6 +198,11 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 	m.served = make(chan error, 1)
 	go func() { m.served <- m.server.Serve(m.listener) }()
+	m.stopBackground = m.runEvery(pauseReconcileInterval, func(ctx context.Context) {
+		if err := admin.ReconcilePauses(ctx, logger); err != nil {
+			logger.Warn("cannot reconcile route pauses; will try again", "error", err)
+		}
+	})
 	routes := make([]string, 0, len(cfg.Routes))
 	for _, r := range cfg.Routes {
 		routes = append(routes, r.Name)
@@ -167,6 +220,9 @@ func (m *Main) Addr() string { return m.listener.Addr().String() }
 // later, by this or another replica.
 func (m *Main) Close(ctx context.Context) error {
 	var errs []error
+	if m.stopBackground != nil {
+		m.stopBackground()
+	}
 	if m.server != nil {
 		if err := m.server.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("error draining HTTP requests: %w", err))
@@ -174,6 +230,9 @@ func (m *Main) Close(ctx context.Context) error {
 		if err := <-m.served; err != nil && !errors.Is(err, http.ErrServerClosed) {
 			errs = append(errs, fmt.Errorf("HTTP server failed: %w", err))
 		}
+	}
+	if m.stopUI != nil {
+		m.stopUI()
 	}
 	if m.river != nil {
 		if err := m.river.Stop(ctx); err != nil {

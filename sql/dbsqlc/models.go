@@ -71,8 +71,8 @@ type DeadLetter struct {
 	State       string
 	Attempts    int16
 	MaxAttempts int16
-	LastError   interface{}
-	Errors      interface{}
+	LastError   *string
+	Errors      []byte
 	FailedAt    *time.Time
 }
 
@@ -136,6 +136,11 @@ type RiverQueue struct {
 	Metadata  []byte
 	PausedAt  *time.Time
 	UpdatedAt time.Time
+}
+
+type RoutePause struct {
+	Route    string
+	PausedAt time.Time
 }
 
 type SchemaMigration struct {

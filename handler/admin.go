@@ -1,0 +1,293 @@
+package handler
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gorilla/mux"
+
+	"github.com/webhook-outbox/webhook-outbox/store"
+)
+
+// adminAuth guards the admin API and River UI with the admin token, sent as
+// a Bearer token or as the password of Basic auth (any username, so a
+// browser's login prompt works for River UI). The comparison runs in
+// constant time.
+func adminAuth(token string, next http.Handler) http.Handler {
+	want := [][]byte{[]byte(token)}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var got string
+		if bearer, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
+			got = strings.TrimSpace(bearer)
+		} else if _, pass, ok := r.BasicAuth(); ok {
+			got = pass
+		}
+		if got == "" || !equalAny([]byte(got), want) {
+			w.Header().Set("WWW-Authenticate", `Basic realm="webhook-outbox admin", charset="UTF-8"`)
+			msg := "admin authentication required: send Authorization: Bearer <admin_token>, or Basic auth with the admin token as password"
+			if got != "" {
+				msg = "the admin token is wrong"
+			}
+			writeError(w, errorf(http.StatusUnauthorized, msg))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// adminAPI serves /admin/v1.
+type adminAPI struct {
+	admin  *store.Admin
+	logger *slog.Logger
+	now    func() time.Time
+}
+
+func (a *adminAPI) mount(r *mux.Router) {
+	r.HandleFunc("/dead-letters", a.listDeadLetters).Methods(http.MethodGet)
+	r.HandleFunc("/dead-letters/retry", a.retryDeadLetters).Methods(http.MethodPost)
+	r.HandleFunc("/dead-letters/{id:.+}", a.showDeadLetter).Methods(http.MethodGet)
+	r.HandleFunc("/events/replay", a.replay).Methods(http.MethodPost)
+	r.HandleFunc("/events/{route}/{key:.+}", a.showEvent).Methods(http.MethodGet)
+	r.HandleFunc("/routes", a.listRoutes).Methods(http.MethodGet)
+	r.HandleFunc("/routes/{route}/pause", a.pause).Methods(http.MethodPost)
+	r.HandleFunc("/routes/{route}/resume", a.resume).Methods(http.MethodPost)
+}
+
+// fail maps an operation's error to an answer: the operator's mistakes are
+// 400 or 404 with the reason; anything else is logged, and answered 503
+// without driver details.
+func (a *adminAPI) fail(w http.ResponseWriter, r *http.Request, err error) {
+	switch {
+	case errors.Is(err, store.ErrInvalid):
+		writeError(w, errorf(http.StatusBadRequest, strings.ReplaceAll(err.Error(), store.ErrInvalid.Error()+": ", "")))
+	case errors.Is(err, store.ErrNotFound):
+		writeError(w, errorf(http.StatusNotFound, strings.ReplaceAll(err.Error(), store.ErrNotFound.Error()+": ", "")))
+	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
+		// The client went away.
+	default:
+		a.logger.Error("admin request failed", "path", r.URL.Path, "error", err)
+		writeError(w, &Error{Status: http.StatusServiceUnavailable, Message: "the request failed because the database is unavailable or failing; retry later (details are in the server log)", RetryAfter: 5 * time.Second})
+	}
+}
+
+func (a *adminAPI) filterFromQuery(q map[string][]string) (store.DeadLetterFilter, error) {
+	get := func(k string) string {
+		if v := q[k]; len(v) > 0 {
+			return v[0]
+		}
+		return ""
+	}
+	return a.filter(get("route"), get("since"), get("until"), get("error"))
+}
+
+func (a *adminAPI) filter(route, since, until, errSub string) (store.DeadLetterFilter, error) {
+	now := a.now()
+	f := store.DeadLetterFilter{Route: route, ErrorContains: errSub}
+	var err error
+	if f.Since, err = store.ParseTime(since, now); err != nil {
+		return f, fmt.Errorf("since: %w", err)
+	}
+	if f.Until, err = store.ParseTime(until, now); err != nil {
+		return f, fmt.Errorf("until: %w", err)
+	}
+	return f, nil
+}
+
+type deadLetterPage struct {
+	DeadLetters []store.DeadLetter `json:"dead_letters"`
+	NextCursor  *string            `json:"next_cursor"`
+}
+
+// GET /admin/v1/dead-letters?route=&since=&until=&error=&limit=&cursor=
+func (a *adminAPI) listDeadLetters(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	for k := range q {
+		switch k {
+		case "route", "since", "until", "error", "limit", "cursor":
+		default:
+			writeError(w, errorf(http.StatusBadRequest, fmt.Sprintf("unknown parameter %q: use route, since, until, error, limit, cursor", k)))
+			return
+		}
+	}
+	f, err := a.filterFromQuery(q)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	limit := 100
+	if s := q.Get("limit"); s != "" {
+		limit, err = strconv.Atoi(s)
+		if err != nil || limit < 1 || limit > 1000 {
+			writeError(w, errorf(http.StatusBadRequest, "limit must be a number from 1 to 1000"))
+			return
+		}
+	}
+	items, next, err := a.admin.Store().ListDeadLetters(r.Context(), f, limit, q.Get("cursor"))
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	page := deadLetterPage{DeadLetters: items}
+	if next != "" {
+		page.NextCursor = &next
+	}
+	writeJSON(w, http.StatusOK, page)
+}
+
+// GET /admin/v1/dead-letters/{id}, where id is a job id or ROUTE/KEY
+// (URL-encoded).
+func (a *adminAPI) showDeadLetter(w http.ResponseWriter, r *http.Request) {
+	id, err := store.ParseIdentifier(mux.Vars(r)["id"])
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	d, err := a.admin.DeadLetter(r.Context(), id)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, d)
+}
+
+// decodeBody reads a JSON request body strictly: unknown fields are a
+// mistake worth reporting, not ignoring.
+func decodeBody(r *http.Request, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("%w: the body is not the JSON this endpoint takes: %v", store.ErrInvalid, err)
+	}
+	return nil
+}
+
+type retryBody struct {
+	JobIDs []int64 `json:"job_ids"`
+	Route  string  `json:"route"`
+	Since  string  `json:"since"`
+	Until  string  `json:"until"`
+	Error  string  `json:"error"`
+	DryRun bool    `json:"dry_run"`
+}
+
+// POST /admin/v1/dead-letters/retry with {"job_ids": [...]} or a filter
+// {"route", "since", "until", "error"}, and "dry_run".
+func (a *adminAPI) retryDeadLetters(w http.ResponseWriter, r *http.Request) {
+	var body retryBody
+	if err := decodeBody(r, &body); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	req := store.RetryRequest{DryRun: body.DryRun}
+	byFilter := body.Route != "" || body.Since != "" || body.Until != "" || body.Error != ""
+	switch {
+	case len(body.JobIDs) > 0 && byFilter:
+		writeError(w, errorf(http.StatusBadRequest, "send job_ids or a filter (route, since, until, error), not both"))
+		return
+	case len(body.JobIDs) > 0:
+		for _, id := range body.JobIDs {
+			req.IDs = append(req.IDs, store.Identifier{JobID: id})
+		}
+	case byFilter:
+		f, err := a.filter(body.Route, body.Since, body.Until, body.Error)
+		if err != nil {
+			a.fail(w, r, err)
+			return
+		}
+		req.Filter = &f
+	default:
+		writeError(w, errorf(http.StatusBadRequest, `say which dead letters to retry: {"job_ids": [...]} or a filter with at least one of route, since, until, error`))
+		return
+	}
+	res, err := a.admin.RetryDeadLetters(r.Context(), req)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	a.logger.Info("dead letters retried", "matched", res.Matched, "retried", res.Retried, "dry_run", res.DryRun)
+	writeJSON(w, http.StatusOK, res)
+}
+
+type replayBody struct {
+	Route  string `json:"route"`
+	Since  string `json:"since"`
+	Until  string `json:"until"`
+	DryRun bool   `json:"dry_run"`
+}
+
+// POST /admin/v1/events/replay with {"route", "since", "until", "dry_run"}.
+func (a *adminAPI) replay(w http.ResponseWriter, r *http.Request) {
+	var body replayBody
+	if err := decodeBody(r, &body); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	if body.Route == "" || body.Since == "" {
+		writeError(w, errorf(http.StatusBadRequest, `replay needs "route" and "since"`))
+		return
+	}
+	now := a.now()
+	since, err := store.ParseTime(body.Since, now)
+	if err != nil {
+		a.fail(w, r, fmt.Errorf("since: %w", err))
+		return
+	}
+	until, err := store.ParseTime(body.Until, now)
+	if err != nil {
+		a.fail(w, r, fmt.Errorf("until: %w", err))
+		return
+	}
+	res, err := a.admin.Replay(r.Context(), store.ReplayRequest{Route: body.Route, Since: since, Until: until, DryRun: body.DryRun})
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	a.logger.Info("events replayed", "route", body.Route, "matched", res.Matched, "replayed", res.Replayed, "revived", res.Revived, "dry_run", res.DryRun)
+	writeJSON(w, http.StatusOK, res)
+}
+
+// GET /admin/v1/events/{route}/{key}; the key is URL-encoded.
+func (a *adminAPI) showEvent(w http.ResponseWriter, r *http.Request) {
+	v := mux.Vars(r)
+	ev, err := a.admin.Store().EventByKey(r.Context(), v["route"], v["key"])
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, ev)
+}
+
+// GET /admin/v1/routes
+func (a *adminAPI) listRoutes(w http.ResponseWriter, r *http.Request) {
+	routes, err := a.admin.Routes(r.Context())
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"routes": routes})
+}
+
+func (a *adminAPI) pause(w http.ResponseWriter, r *http.Request)  { a.setPaused(w, r, true) }
+func (a *adminAPI) resume(w http.ResponseWriter, r *http.Request) { a.setPaused(w, r, false) }
+
+// POST /admin/v1/routes/{route}/pause and /resume
+func (a *adminAPI) setPaused(w http.ResponseWriter, r *http.Request, paused bool) {
+	route := mux.Vars(r)["route"]
+	op := a.admin.Resume
+	if paused {
+		op = a.admin.Pause
+	}
+	if err := op(r.Context(), route); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	a.logger.Info("route pause changed", "route", route, "paused", paused)
+	writeJSON(w, http.StatusOK, map[string]any{"route": route, "paused": paused})
+}

@@ -1,0 +1,73 @@
+-- name: JobsForEvent :many
+SELECT id, queue, state, attempt, max_attempts, created_at, scheduled_at, attempted_at, finalized_at, errors
+FROM river_job
+WHERE kind = 'deliver' AND (args ->> 'event_id')::bigint = @event_id::bigint
+ORDER BY id;
+
+-- name: OpenJobsForEvents :many
+-- Jobs of these events that are not completed: active ones (an event with
+-- one is not replayed again) and dead ones (replay revives them).
+SELECT (args ->> 'event_id')::bigint AS event_id, id, state::text AS state, finalized_at
+FROM river_job
+WHERE kind = 'deliver'
+  AND (args ->> 'event_id')::bigint = ANY(@event_ids::bigint[])
+  AND state <> 'completed'
+ORDER BY id;
+
+-- name: ReplayBatch :many
+-- Events of a route received in a window, any state, in keyset order after a
+-- cursor (events_route_received_at_idx).
+SELECT id, key, received_at, delivered_at
+FROM events
+WHERE route = @route
+  AND received_at >= @since
+  AND received_at < @until
+  AND (received_at, id) > (@after_received_at::timestamptz, @after_id::bigint)
+ORDER BY received_at, id
+LIMIT @max_rows;
+
+-- name: CountReplay :one
+SELECT count(*) FROM events WHERE route = @route AND received_at >= @since AND received_at < @until;
+
+-- name: BacklogByRoute :many
+SELECT queue AS route, state::text AS state, count(*) AS jobs
+FROM river_job
+WHERE kind = 'deliver' AND state IN ('available', 'pending', 'retryable', 'running', 'scheduled')
+GROUP BY queue, state;
+
+-- name: OldestUndeliveredByRoute :many
+SELECT j.queue AS route, min(e.received_at)::timestamptz AS oldest
+FROM river_job j
+JOIN events e ON e.id = (j.args ->> 'event_id')::bigint
+WHERE j.kind = 'deliver' AND j.state IN ('available', 'pending', 'retryable', 'running', 'scheduled')
+GROUP BY j.queue;
+
+-- name: DeadLettersByRoute :many
+SELECT route, count(*) AS dead FROM dead_letters GROUP BY route;
+
+-- name: DeliveredSinceByRoute :many
+-- Completed delivery jobs; River keeps them for a day, which covers the
+-- hour asked for. River's (state, finalized_at) index serves it.
+SELECT queue AS route, count(*) AS delivered
+FROM river_job
+WHERE kind = 'deliver' AND state = 'completed' AND finalized_at >= @since
+GROUP BY queue;
+
+-- name: ListRoutePauses :many
+SELECT route, paused_at FROM route_pauses;
+
+-- name: SetRoutePaused :exec
+INSERT INTO route_pauses (route) VALUES (@route) ON CONFLICT (route) DO NOTHING;
+
+-- name: ClearRoutePaused :exec
+DELETE FROM route_pauses WHERE route = @route;
+
+-- name: EnsureQueueRow :exec
+-- Creates River's queue row if it is missing (River refuses to pause a queue
+-- it has never run), with the pause already applied when paused_at is set.
+INSERT INTO river_queue (name, created_at, metadata, paused_at, updated_at)
+VALUES (@name, now(), '{}', sqlc.narg(paused_at), now())
+ON CONFLICT (name) DO NOTHING;
+
+-- name: QueuePauseStates :many
+SELECT name, paused_at FROM river_queue WHERE name = ANY(@names::text[]);
