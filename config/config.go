@@ -18,6 +18,8 @@ const (
 	DefaultIntakeTimeout       = 2 * time.Second
 	DefaultIntakeRetryAfter    = 60 * time.Second
 	DefaultShutdownTimeout     = 30 * time.Second
+	DefaultPartitionInterval   = 24 * time.Hour
+	DefaultCompletedRetention  = 24 * time.Hour
 	DefaultMaxBodyBytes        = 1 << 20
 	DefaultTargetTimeout       = 10 * time.Second
 	DefaultMaxAttempts         = 10
@@ -51,6 +53,12 @@ type Config struct {
 	// EventRetention is how long delivered events are kept: the replay
 	// window.
 	EventRetention Duration `yaml:"event_retention"`
+	// EventPartitionInterval is the time span of each events partition: a
+	// day by default. Retention drops whole partitions.
+	EventPartitionInterval Duration `yaml:"event_partition_interval"`
+	// CompletedJobRetention is how long River keeps the job rows of
+	// delivered events (the events themselves follow event_retention).
+	CompletedJobRetention Duration `yaml:"completed_job_retention"`
 	// IntakeTimeout bounds how long intake waits for the database before it
 	// answers 503.
 	IntakeTimeout Duration `yaml:"intake_timeout"`
@@ -234,6 +242,8 @@ func (c *Config) applyDefaults() {
 		c.DeadLetterRetention = Retention{d: DefaultDeadLetterRetention, set: true}
 	}
 	setDefault(&c.EventRetention, DefaultEventRetention)
+	setDefault(&c.EventPartitionInterval, DefaultPartitionInterval)
+	setDefault(&c.CompletedJobRetention, DefaultCompletedRetention)
 	setDefault(&c.IntakeTimeout, DefaultIntakeTimeout)
 	setDefault(&c.IntakeRetryAfter, DefaultIntakeRetryAfter)
 	setDefault(&c.ShutdownTimeout, DefaultShutdownTimeout)

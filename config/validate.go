@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"time"
 
 	"golang.org/x/net/http/httpguts"
 )
@@ -59,6 +60,12 @@ func (c *Config) validate() error {
 	}
 	if c.EventRetention.D() < 1e9*60 {
 		p.add("event_retention", "%s is too short: use at least 1m", c.EventRetention.D())
+	}
+	if iv := c.EventPartitionInterval.D(); iv < time.Hour || (24*time.Hour%iv != 0 && iv%(24*time.Hour) != 0) {
+		p.add("event_partition_interval", "%s does not fit: use whole hours that divide a day (1h, 2h, 3h, 4h, 6h, 8h, 12h, 24h) or whole days (48h, 168h)", iv)
+	}
+	if c.CompletedJobRetention.D() < time.Minute {
+		p.add("completed_job_retention", "must be at least 1m")
 	}
 	if len(c.Routes) == 0 {
 		p.add("routes", "at least one route is required")

@@ -56,6 +56,7 @@ func (a *adminAPI) mount(r *mux.Router) {
 	r.HandleFunc("/events/replay", a.replay).Methods(http.MethodPost)
 	r.HandleFunc("/events/{route}/{key:.+}", a.showEvent).Methods(http.MethodGet)
 	r.HandleFunc("/routes", a.listRoutes).Methods(http.MethodGet)
+	r.HandleFunc("/stats", a.stats).Methods(http.MethodGet)
 	r.HandleFunc("/routes/{route}/pause", a.pause).Methods(http.MethodPost)
 	r.HandleFunc("/routes/{route}/resume", a.resume).Methods(http.MethodPost)
 }
@@ -272,6 +273,17 @@ func (a *adminAPI) listRoutes(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"routes": routes})
+}
+
+// GET /admin/v1/stats?exact=true
+func (a *adminAPI) stats(w http.ResponseWriter, r *http.Request) {
+	exact, _ := strconv.ParseBool(r.URL.Query().Get("exact"))
+	st, err := a.admin.Store().Stats(r.Context(), exact)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, st)
 }
 
 func (a *adminAPI) pause(w http.ResponseWriter, r *http.Request)  { a.setPaused(w, r, true) }

@@ -157,7 +157,8 @@ func TestAcceptStoresEventAndJobInOneGo(t *testing.T) {
 	var stored []byte
 	var contentType string
 	var eventID int64
-	err := b.pool.QueryRow(context.Background(), `SELECT id, body, content_type FROM events WHERE route = 'genesys' AND key = $1`, a.decoded["key"]).Scan(&eventID, &stored, &contentType)
+	var receivedAt time.Time
+	err := b.pool.QueryRow(context.Background(), `SELECT id, body, content_type, received_at FROM events WHERE route = 'genesys' AND key = $1`, a.decoded["key"]).Scan(&eventID, &stored, &contentType, &receivedAt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,7 +179,7 @@ func TestAcceptStoresEventAndJobInOneGo(t *testing.T) {
 	if queue != "genesys" || kind != "deliver" || maxAttempts != 7 {
 		t.Errorf("job queue=%s kind=%s max_attempts=%d, want genesys deliver 7", queue, kind, maxAttempts)
 	}
-	if args != (store.DeliverArgs{EventID: eventID, Route: "genesys", Key: a.decoded["key"]}) {
+	if !args.ReceivedAt.Equal(receivedAt) || args.EventID != eventID || args.Route != "genesys" || args.Key != a.decoded["key"] {
 		t.Errorf("job args = %+v", args)
 	}
 }

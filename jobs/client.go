@@ -47,11 +47,18 @@ func NewClient(pool *pgxpool.Pool, st *store.Store, cfg *config.Config, opts Cli
 	if err := river.AddWorkerSafely(workers, deliverer); err != nil {
 		return nil, fmt.Errorf("error registering delivery worker: %w", err)
 	}
-	queues := make(map[string]river.QueueConfig, len(cfg.Routes))
+	policy := store.RetentionPolicy{EventRetention: cfg.EventRetention.D()}
+	if !cfg.DeadLetterRetention.Forever() {
+		policy.DeadLetterRetention = cfg.DeadLetterRetention.D()
+	}
+	if err := river.AddWorkerSafely(workers, &Maintainer{store: st, policy: policy, logger: opts.Logger.With("component", "retention")}); err != nil {
+		return nil, fmt.Errorf("error registering maintenance worker: %w", err)
+	}
+	queues := make(map[string]river.QueueConfig, len(cfg.Routes)+1)
 	for _, r := range cfg.Routes {
 		queues[r.Name] = river.QueueConfig{MaxWorkers: r.Concurrency}
 	}
-	retention := cfg.DeadLetterRetention.RiverPeriod()
+	queues[MaintenanceQueue] = river.QueueConfig{MaxWorkers: 1}
 	client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
 		Logger:            opts.RiverLogger,
 		Queues:            queues,
@@ -63,10 +70,15 @@ func NewClient(pool *pgxpool.Pool, st *store.Store, cfg *config.Config, opts Cli
 		RescueStuckJobsAfter: cfg.MaxTargetTimeout() + rescueMargin,
 		// A dead letter is a discarded (attempts exhausted) or cancelled
 		// (permanent failure) job. River's defaults delete them after 7
-		// days and 1 day; both follow dead_letter_retention instead.
-		DiscardedJobRetentionPeriod: retention,
-		CancelledJobRetentionPeriod: retention,
-		CompletedJobRetentionPeriod: 24 * time.Hour,
+		// days and 1 day, leaving their events behind. River keeps them
+		// forever here; the maintenance job expires each dead letter with
+		// its event at dead_letter_retention, so neither outlives the other.
+		DiscardedJobRetentionPeriod: -1,
+		CancelledJobRetentionPeriod: -1,
+		// Completed jobs go after completed_job_retention; delivered events
+		// stay until event_retention, recorded by events.delivered_at.
+		CompletedJobRetentionPeriod: cfg.CompletedJobRetention.D(),
+		PeriodicJobs:                []*river.PeriodicJob{maintenancePeriodicJob()},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("error creating River client: %w", err)

@@ -146,7 +146,7 @@ func (d *Deliverer) Work(ctx context.Context, job *river.Job[store.DeliverArgs])
 		log.Error("route is not configured; cancelling delivery")
 		return river.JobCancel(fmt.Errorf("route %s is not configured on the replica that ran this job: add the route back, then retry the dead letter", job.Args.Route))
 	}
-	ev, err := d.store.EventForDelivery(ctx, job.Args.EventID)
+	ev, err := d.store.EventForDelivery(ctx, job.Args.EventID, job.Args.ReceivedAt)
 	if errors.Is(err, store.ErrNotFound) {
 		log.Error("event is no longer stored; cancelling delivery")
 		return river.JobCancel(fmt.Errorf("event %d is no longer stored, so there is nothing to deliver", job.Args.EventID))

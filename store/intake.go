@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
+	"time"
 
 	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
@@ -57,9 +59,26 @@ func (in *Intake) Accept(ctx context.Context, ev *NewEvent) (Accepted, error) {
 	if err != nil {
 		return Accepted{}, fmt.Errorf("error encoding headers: %w", err)
 	}
+	res, err := in.accept(ctx, ev, headers)
+	if isNoPartition(err) {
+		// The maintenance job creates partitions days ahead; if it has not
+		// run, create the one needed now and try again.
+		if perr := in.store.EnsurePartitions(ctx, time.Now(), time.Now().Add(in.store.PartitionInterval)); perr != nil {
+			return Accepted{}, fmt.Errorf("%w (and creating the partition failed: %w)", err, perr)
+		}
+		res, err = in.accept(ctx, ev, headers)
+	}
+	return res, err
+}
+
+func (in *Intake) accept(ctx context.Context, ev *NewEvent, headers []byte) (Accepted, error) {
 	var res Accepted
-	err = pgx.BeginFunc(ctx, in.store.pool, func(tx pgx.Tx) error {
-		row, err := in.store.q.WithTx(tx).InsertEvent(ctx, dbsqlc.InsertEventParams{
+	err := pgx.BeginFunc(ctx, in.store.pool, func(tx pgx.Tx) error {
+		q := in.store.q.WithTx(tx)
+		if err := q.LockEventKey(ctx, dbsqlc.LockEventKeyParams{Route: ev.Route, Key: ev.Key}); err != nil {
+			return fmt.Errorf("error locking the event key: %w", err)
+		}
+		row, err := q.InsertEvent(ctx, dbsqlc.InsertEventParams{
 			Route: ev.Route, Key: ev.Key, ContentType: ev.ContentType, Headers: headers, Body: ev.Body,
 		})
 		if errors.Is(err, pgx.ErrNoRows) {
@@ -69,7 +88,8 @@ func (in *Intake) Accept(ctx context.Context, ev *NewEvent) (Accepted, error) {
 		if err != nil {
 			return fmt.Errorf("error inserting event: %w", err)
 		}
-		job, err := in.jobs.InsertTx(ctx, tx, DeliverArgs{EventID: row.ID, Route: ev.Route, Key: ev.Key}, &river.InsertOpts{
+		args := DeliverArgs{EventID: row.ID, Route: ev.Route, Key: ev.Key, ReceivedAt: row.ReceivedAt}
+		job, err := in.jobs.InsertTx(ctx, tx, args, &river.InsertOpts{
 			Queue:       ev.Route,
 			MaxAttempts: ev.MaxAttempts,
 		})
@@ -83,6 +103,13 @@ func (in *Intake) Accept(ctx context.Context, ev *NewEvent) (Accepted, error) {
 		return Accepted{}, err
 	}
 	return res, nil
+}
+
+// isNoPartition reports Postgres refusing a row because no partition covers
+// its received_at.
+func isNoPartition(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == pgerrcode.CheckViolation && strings.Contains(pgErr.Message, "no partition")
 }
 
 // IsTimeout reports whether err came from a context deadline, as opposed to

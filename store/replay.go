@@ -126,7 +126,7 @@ func (a *Admin) Replay(ctx context.Context, req ReplayRequest) (*ReplayResult, e
 					revive = append(revive, dead[ev.ID])
 				default:
 					inserts = append(inserts, river.InsertManyParams{
-						Args:       DeliverArgs{EventID: ev.ID, Route: req.Route, Key: ev.Key},
+						Args:       DeliverArgs{EventID: ev.ID, Route: req.Route, Key: ev.Key, ReceivedAt: ev.ReceivedAt},
 						InsertOpts: &river.InsertOpts{Queue: req.Route, MaxAttempts: route.Retry.MaxAttempts},
 					})
 				}

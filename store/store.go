@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
@@ -29,6 +31,9 @@ type DeliverArgs struct {
 	EventID int64  `json:"event_id"`
 	Route   string `json:"route"`
 	Key     string `json:"key"`
+	// ReceivedAt is the event's partition key: lookups by id pass it so
+	// Postgres reads one partition, not all.
+	ReceivedAt time.Time `json:"received_at"`
 }
 
 // Kind is the River job kind.
@@ -41,11 +46,18 @@ var ErrNotFound = errors.New("not found")
 type Store struct {
 	pool *pgxpool.Pool
 	q    *dbsqlc.Queries
+
+	// PartitionInterval is the time span of each events partition
+	// (config event_partition_interval).
+	PartitionInterval time.Duration
 }
+
+// DefaultPartitionInterval is a day.
+const DefaultPartitionInterval = 24 * time.Hour
 
 // New returns a Store over pool.
 func New(pool *pgxpool.Pool) *Store {
-	return &Store{pool: pool, q: dbsqlc.New(pool)}
+	return &Store{pool: pool, q: dbsqlc.New(pool), PartitionInterval: DefaultPartitionInterval}
 }
 
 // Pool returns the connection pool, for River's driver.
@@ -118,10 +130,10 @@ type DeliveryEvent struct {
 	Body        []byte
 }
 
-// EventForDelivery loads an event by id. It returns ErrNotFound when the
-// event is gone.
-func (s *Store) EventForDelivery(ctx context.Context, id int64) (*DeliveryEvent, error) {
-	row, err := s.q.GetEventForDelivery(ctx, id)
+// EventForDelivery loads an event by id and partition key. It returns
+// ErrNotFound when the event is gone.
+func (s *Store) EventForDelivery(ctx context.Context, id int64, receivedAt time.Time) (*DeliveryEvent, error) {
+	row, err := s.q.GetEventForDelivery(ctx, dbsqlc.GetEventForDeliveryParams{ID: id, ReceivedAt: receivedAt})
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -137,10 +149,23 @@ func (s *Store) EventForDelivery(ctx context.Context, id int64) (*DeliveryEvent,
 // CompleteDelivery records the event as delivered and completes its job in
 // one transaction, so the event row keeps the fact after River cleans the
 // completed job away.
+//
+// Retention may move the event to events_retained at the same moment (a
+// cross-partition update); Postgres then fails this update with a
+// serialization error, and it is tried once more.
 func (s *Store) CompleteDelivery(ctx context.Context, job *river.Job[DeliverArgs]) error {
+	err := s.completeDelivery(ctx, job)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == pgerrcode.SerializationFailure {
+		err = s.completeDelivery(ctx, job)
+	}
+	return err
+}
+
+func (s *Store) completeDelivery(ctx context.Context, job *river.Job[DeliverArgs]) error {
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if err := s.q.WithTx(tx).MarkEventDelivered(ctx, dbsqlc.MarkEventDeliveredParams{
-			ID: job.Args.EventID, Attempts: new(int32(job.Attempt)),
+			ID: job.Args.EventID, ReceivedAt: job.Args.ReceivedAt, Attempts: new(int32(job.Attempt)),
 		}); err != nil {
 			return fmt.Errorf("error marking event %d delivered: %w", job.Args.EventID, err)
 		}

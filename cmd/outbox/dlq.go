@@ -29,6 +29,7 @@ func openAdmin(ctx context.Context, configPath string) (*store.Admin, func(), er
 		return nil, nil, err
 	}
 	st := store.New(pool)
+	st.PartitionInterval = cfg.EventPartitionInterval.D()
 	if err := st.CheckSchema(ctx); err != nil {
 		pool.Close()
 		return nil, nil, err

@@ -24,6 +24,7 @@ Usage:
   outbox dlq retry ID...|--route R [--since T] [--until T] [--error TEXT] [--dry-run] [--json]
   outbox replay --route R --since T [--until T] [--dry-run] [--json]
   outbox routes list [--json] | pause NAME | resume NAME
+  outbox stats [--exact] [--json]
   outbox demo-target [--listen :9090] [--fail-rate 0.3]
 
 ID is a job id, as dlq list prints it, or ROUTE/KEY. A time T is RFC 3339
@@ -84,6 +85,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return runReplay(ctx, rest, stdout, stderr)
 	case "routes":
 		return runRoutes(ctx, rest, stdout, stderr)
+	case "stats":
+		return runStats(ctx, rest, stdout, stderr)
 	case "demo-target":
 		return runDemoTarget(ctx, rest, stdout, stderr)
 	case "help", "-h", "--help":

@@ -141,7 +141,13 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		return err
 	}
 	st := store.New(m.pool)
+	st.PartitionInterval = cfg.EventPartitionInterval.D()
 	if err := st.CheckSchema(ctx); err != nil {
+		return err
+	}
+	// The maintenance job keeps partitions days ahead; this covers a first
+	// start, or one after maintenance has been stopped for long.
+	if err := st.EnsurePartitions(ctx, time.Now().Add(-st.PartitionInterval), time.Now().Add(store.PartitionLookahead)); err != nil {
 		return err
 	}
 	riverLogger := m.RiverLogger

@@ -40,10 +40,10 @@ func SeedDeadLetters(t testing.TB, pool *pgxpool.Pool, d DeadLetters) {
 			       convert_to(format('{"id":"%s%s","conversationId":"conv-%s","n":%s}', $2, g, g, g), 'UTF8'),
 			       now() - $5::interval - interval '1 minute'
 			FROM generate_series(1, $3::int) AS g
-			RETURNING id, route, key
+			RETURNING id, route, key, received_at
 		)
 		INSERT INTO river_job (args, kind, max_attempts, queue, state, attempt, attempted_at, finalized_at, scheduled_at, created_at, errors)
-		SELECT jsonb_build_object('event_id', id, 'route', route, 'key', key), 'deliver', 3, route, $4::river_job_state, 3,
+		SELECT jsonb_build_object('event_id', id, 'route', route, 'key', key, 'received_at', received_at), 'deliver', 3, route, $4::river_job_state, 3,
 		       now() - $5::interval, now() - $5::interval, now() - $5::interval, now() - $5::interval - interval '1 minute',
 		       ARRAY[jsonb_build_object('at', now() - $5::interval, 'attempt', 3, 'error', $6::text)]
 		FROM ev`,

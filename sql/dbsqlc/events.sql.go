@@ -10,6 +10,24 @@ import (
 	"time"
 )
 
+const ensurePartitions = `-- name: EnsurePartitions :one
+SELECT outbox_ensure_partitions($1::timestamptz, $2::timestamptz, make_interval(secs => $3::float8))
+`
+
+type EnsurePartitionsParams struct {
+	FromTs   time.Time
+	ToTs     time.Time
+	StepSecs float64
+}
+
+// Creates events' time partitions for [from, to); see migration 000012.
+func (q *Queries) EnsurePartitions(ctx context.Context, arg EnsurePartitionsParams) (int32, error) {
+	row := q.db.QueryRow(ctx, ensurePartitions, arg.FromTs, arg.ToTs, arg.StepSecs)
+	var outbox_ensure_partitions int32
+	err := row.Scan(&outbox_ensure_partitions)
+	return outbox_ensure_partitions, err
+}
+
 const getEventByKey = `-- name: GetEventByKey :one
 SELECT id, route, key, received_at, content_type, headers, body, delivered_at, delivery_attempts
 FROM events
@@ -21,9 +39,21 @@ type GetEventByKeyParams struct {
 	Key   string
 }
 
-func (q *Queries) GetEventByKey(ctx context.Context, arg GetEventByKeyParams) (Event, error) {
+type GetEventByKeyRow struct {
+	ID               int64
+	Route            string
+	Key              string
+	ReceivedAt       time.Time
+	ContentType      string
+	Headers          []byte
+	Body             []byte
+	DeliveredAt      *time.Time
+	DeliveryAttempts *int32
+}
+
+func (q *Queries) GetEventByKey(ctx context.Context, arg GetEventByKeyParams) (GetEventByKeyRow, error) {
 	row := q.db.QueryRow(ctx, getEventByKey, arg.Route, arg.Key)
-	var i Event
+	var i GetEventByKeyRow
 	err := row.Scan(
 		&i.ID,
 		&i.Route,
@@ -41,8 +71,13 @@ func (q *Queries) GetEventByKey(ctx context.Context, arg GetEventByKeyParams) (E
 const getEventForDelivery = `-- name: GetEventForDelivery :one
 SELECT id, route, key, received_at, content_type, body
 FROM events
-WHERE id = $1
+WHERE id = $1 AND received_at = $2
 `
+
+type GetEventForDeliveryParams struct {
+	ID         int64
+	ReceivedAt time.Time
+}
 
 type GetEventForDeliveryRow struct {
 	ID          int64
@@ -53,8 +88,9 @@ type GetEventForDeliveryRow struct {
 	Body        []byte
 }
 
-func (q *Queries) GetEventForDelivery(ctx context.Context, id int64) (GetEventForDeliveryRow, error) {
-	row := q.db.QueryRow(ctx, getEventForDelivery, id)
+// received_at prunes the lookup to the event's partition.
+func (q *Queries) GetEventForDelivery(ctx context.Context, arg GetEventForDeliveryParams) (GetEventForDeliveryRow, error) {
+	row := q.db.QueryRow(ctx, getEventForDelivery, arg.ID, arg.ReceivedAt)
 	var i GetEventForDeliveryRow
 	err := row.Scan(
 		&i.ID,
@@ -69,8 +105,8 @@ func (q *Queries) GetEventForDelivery(ctx context.Context, id int64) (GetEventFo
 
 const insertEvent = `-- name: InsertEvent :one
 INSERT INTO events (route, key, content_type, headers, body)
-VALUES ($1, $2, $3, $4, $5)
-ON CONFLICT (route, key) DO NOTHING
+SELECT $1, $2, $3, $4, $5
+WHERE NOT EXISTS (SELECT 1 FROM events WHERE route = $1 AND key = $2)
 RETURNING id, received_at
 `
 
@@ -87,9 +123,10 @@ type InsertEventRow struct {
 	ReceivedAt time.Time
 }
 
-// ON CONFLICT DO NOTHING is the idempotency guarantee: a concurrent insert of
-// the same (route, key) waits for the first transaction, then returns no row
-// if it committed. No row means "duplicate".
+// Part two: run after LockEventKey, in a later statement, so its snapshot
+// sees a concurrent intake of the same key that committed while we waited.
+// No row returned means "duplicate". The NOT EXISTS probes every partition's
+// (route, key) index.
 func (q *Queries) InsertEvent(ctx context.Context, arg InsertEventParams) (InsertEventRow, error) {
 	row := q.db.QueryRow(ctx, insertEvent,
 		arg.Route,
@@ -103,18 +140,38 @@ func (q *Queries) InsertEvent(ctx context.Context, arg InsertEventParams) (Inser
 	return i, err
 }
 
+const lockEventKey = `-- name: LockEventKey :exec
+SELECT pg_advisory_xact_lock(20251128, hashtext($1::text || chr(31) || $2::text))
+`
+
+type LockEventKeyParams struct {
+	Route string
+	Key   string
+}
+
+// The idempotency guarantee, part one: serialise concurrent intakes of one
+// (route, key) until the transaction ends. The two-int form keeps these
+// locks apart from golang-migrate's single-bigint one. A hash collision only
+// serialises two unrelated keys. See migration 000012 for why no unique
+// index can do this across partitions.
+func (q *Queries) LockEventKey(ctx context.Context, arg LockEventKeyParams) error {
+	_, err := q.db.Exec(ctx, lockEventKey, arg.Route, arg.Key)
+	return err
+}
+
 const markEventDelivered = `-- name: MarkEventDelivered :exec
 UPDATE events
 SET delivered_at = now(), delivery_attempts = $1
-WHERE id = $2
+WHERE id = $2 AND received_at = $3
 `
 
 type MarkEventDeliveredParams struct {
-	Attempts *int32
-	ID       int64
+	Attempts   *int32
+	ID         int64
+	ReceivedAt time.Time
 }
 
 func (q *Queries) MarkEventDelivered(ctx context.Context, arg MarkEventDeliveredParams) error {
-	_, err := q.db.Exec(ctx, markEventDelivered, arg.Attempts, arg.ID)
+	_, err := q.db.Exec(ctx, markEventDelivered, arg.Attempts, arg.ID, arg.ReceivedAt)
 	return err
 }

@@ -87,6 +87,33 @@ type Event struct {
 	Body             []byte
 	DeliveredAt      *time.Time
 	DeliveryAttempts *int32
+	Retained         bool
+}
+
+type EventsLive struct {
+	ID               int64
+	Route            string
+	Key              string
+	ReceivedAt       time.Time
+	ContentType      string
+	Headers          []byte
+	Body             []byte
+	DeliveredAt      *time.Time
+	DeliveryAttempts *int32
+	Retained         bool
+}
+
+type EventsRetained struct {
+	ID               int64
+	Route            string
+	Key              string
+	ReceivedAt       time.Time
+	ContentType      string
+	Headers          []byte
+	Body             []byte
+	DeliveredAt      *time.Time
+	DeliveryAttempts *int32
+	Retained         bool
 }
 
 type RiverJob struct {

@@ -12,6 +12,7 @@ SELECT j.queue                                            AS route,
        (SELECT paused_at FROM river_queue q WHERE q.name = j.queue) AS paused_at
 FROM river_job j
 JOIN events e ON e.id = (j.args ->> 'event_id')::bigint
+             AND e.received_at = (j.args ->> 'received_at')::timestamptz
 WHERE j.kind = 'deliver'
   AND j.state IN ('available', 'pending', 'retryable', 'running', 'scheduled')
 GROUP BY j.queue

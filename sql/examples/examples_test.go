@@ -35,9 +35,9 @@ func TestExamplesRunAsWritten(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, err = pool.Exec(ctx, `
-			WITH ev AS (INSERT INTO events (route, key, content_type, body) VALUES ('genesys', $1, 'application/json', $2) RETURNING id)
+			WITH ev AS (INSERT INTO events (route, key, content_type, body) VALUES ('genesys', $1, 'application/json', $2) RETURNING id, received_at)
 			INSERT INTO river_job (args, kind, max_attempts, queue, state, attempt, finalized_at, errors)
-			SELECT jsonb_build_object('event_id', id, 'route', 'genesys', 'key', $1::text), 'deliver', 3, 'genesys', 'discarded', 3, now(),
+			SELECT jsonb_build_object('event_id', id, 'route', 'genesys', 'key', $1::text, 'received_at', received_at), 'deliver', 3, 'genesys', 'discarded', 3, now(),
 			       ARRAY['{"attempt":3,"error":"no answer within 10s"}'::jsonb] FROM ev`, "conv-"+f, body)
 		if err != nil {
 			t.Fatal(err)
@@ -55,9 +55,9 @@ func TestExamplesRunAsWritten(t *testing.T) {
 		WITH ev AS (
 			INSERT INTO events (route, key, content_type, body, received_at)
 			SELECT 'genesys', 'waiting-' || g, 'application/json', '{}', now() - g * interval '1 minute' FROM generate_series(1, 3) g
-			RETURNING id, key)
+			RETURNING id, key, received_at)
 		INSERT INTO river_job (args, kind, max_attempts, queue, state, attempt, scheduled_at, errors)
-		SELECT jsonb_build_object('event_id', id, 'route', 'genesys', 'key', key), 'deliver', 10, 'genesys',
+		SELECT jsonb_build_object('event_id', id, 'route', 'genesys', 'key', key, 'received_at', received_at), 'deliver', 10, 'genesys',
 		       CASE WHEN key = 'waiting-1' THEN 'available' ELSE 'retryable' END::river_job_state, 1, now() + interval '1 minute',
 		       ARRAY['{"attempt":1,"error":"connection refused by 127.0.0.1:3000"}'::jsonb]
 		FROM ev`)

@@ -38,7 +38,7 @@ GROUP BY queue, state;
 -- name: OldestUndeliveredByRoute :many
 SELECT j.queue AS route, min(e.received_at)::timestamptz AS oldest
 FROM river_job j
-JOIN events e ON e.id = (j.args ->> 'event_id')::bigint
+JOIN events e ON e.id = (j.args ->> 'event_id')::bigint AND e.received_at = (j.args ->> 'received_at')::timestamptz
 WHERE j.kind = 'deliver' AND j.state IN ('available', 'pending', 'retryable', 'running', 'scheduled')
 GROUP BY j.queue;
 
