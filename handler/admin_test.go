@@ -124,6 +124,7 @@ func TestAdminRequiresToken(t *testing.T) {
 		{"GET", "/admin/v1/events/genesys/some-key"},
 		{"POST", "/admin/v1/events/replay"},
 		{"GET", "/admin/v1/routes"},
+		{"GET", "/admin/v1/stats"},
 		{"POST", "/admin/v1/routes/genesys/pause"},
 		{"POST", "/admin/v1/routes/genesys/resume"},
 		{"GET", "/riverui/"},
@@ -141,6 +142,9 @@ func TestAdminRequiresToken(t *testing.T) {
 		if status, _, raw := b.do(t, a, "GET", "/admin/v1/routes", nil); status != 200 {
 			t.Errorf("routes with auth %d: %d %s", a, status, raw)
 		}
+	}
+	if status, _, raw := b.do(t, bearer, "GET", "/admin/v1/stats?exact=true", nil); status != 200 || !decode[store.Stats](t, raw).Exact {
+		t.Errorf("stats: %d %s", status, raw)
 	}
 	status, header, raw := b.do(t, basic, "GET", "/riverui/", nil)
 	if status != 200 || !strings.HasPrefix(header.Get("Content-Type"), "text/html") || !strings.Contains(string(raw), "/riverui/assets/") {

@@ -127,6 +127,16 @@ func TestCLICommands(t *testing.T) {
 		t.Errorf("routes list --json: %d %v %s", code, err, out)
 	}
 
+	code, out, _ = cli(t, append([]string{"stats"}, c...)...)
+	if code != 0 || !strings.Contains(out, "events_retained") || !strings.Contains(out, "dead letters: 0") {
+		t.Errorf("stats: %d\n%s", code, out)
+	}
+	code, out, _ = cli(t, append([]string{"stats", "--exact", "--json"}, c...)...)
+	var st store.Stats
+	if err := json.Unmarshal([]byte(out), &st); code != 0 || err != nil || !st.Exact || st.EventsRows != 25 || st.OldestEvent == nil {
+		t.Errorf("stats --exact --json: %d %v %s", code, err, out)
+	}
+
 	for _, bad := range []struct {
 		args []string
 		code int
