@@ -136,7 +136,7 @@ BEGIN
         FROM river_job j
         JOIN %I d ON d.id = (j.args ->> 'event_id')::bigint AND d.received_at = (j.args ->> 'received_at')::timestamptz
         WHERE j.kind = 'deliver'
-          AND j.state <> 'completed'
+          AND j.state IN ('available', 'pending', 'retryable', 'running', 'scheduled', 'discarded', 'cancelled')
           AND (j.state NOT IN ('discarded', 'cancelled') OR d.delivered_at IS NULL OR d.delivered_at < j.finalized_at)
     $f$, name);
     GET DIAGNOSTICS rescued = ROW_COUNT;

@@ -11,7 +11,9 @@ UPDATE events e
 SET retained = true
 FROM river_job j
 WHERE j.kind = 'deliver'
-  AND j.state <> 'completed'
+  -- Spelled as a list, not <> 'completed', so River's state indexes serve it:
+  -- completed jobs are the many.
+  AND j.state IN ('available', 'pending', 'retryable', 'running', 'scheduled', 'discarded', 'cancelled')
   AND (j.args ->> 'received_at')::timestamptz >= @range_start::timestamptz
   AND (j.args ->> 'received_at')::timestamptz < @range_end::timestamptz
   AND e.id = (j.args ->> 'event_id')::bigint
