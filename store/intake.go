@@ -39,7 +39,7 @@ type Accepted struct {
 	JobID     int64
 }
 
-// Intake stores accepted webhooks: the event row and its delivery job in one
+// Intake stores accepted webhooks: event rows and their delivery jobs in one
 // transaction.
 type Intake struct {
 	store *Store
@@ -51,65 +51,98 @@ func NewIntake(store *Store, jobs JobInserter) *Intake {
 	return &Intake{store: store, jobs: jobs}
 }
 
-// Accept stores ev and enqueues its delivery, and returns only after the
-// commit. A (route, key) already stored, or stored concurrently by another
-// request, comes back as a Duplicate with no new row and no new job.
+// Accept stores ev and enqueues its delivery in a transaction of its own,
+// and returns only after the commit. A (route, key) already stored, or
+// stored concurrently by another request, comes back as a Duplicate with no
+// new row and no new job. Serve groups concurrent requests into shared
+// transactions with a Batcher instead.
 func (in *Intake) Accept(ctx context.Context, ev *NewEvent) (Accepted, error) {
-	headers, err := json.Marshal(ev.Headers)
+	res, err := in.AcceptBatch(ctx, []*NewEvent{ev})
 	if err != nil {
-		return Accepted{}, fmt.Errorf("error encoding headers: %w", err)
+		return Accepted{}, err
 	}
-	res, err := in.accept(ctx, ev, headers)
+	return res[0], nil
+}
+
+// AcceptBatch stores events and enqueues their deliveries in one
+// transaction, and returns each one's outcome, in order, only after the
+// commit. Within the batch, the first event of a (route, key) wins and the
+// others are duplicates. If the transaction fails, every event in it fails.
+func (in *Intake) AcceptBatch(ctx context.Context, evs []*NewEvent) ([]Accepted, error) {
+	params := dbsqlc.InsertEventsParams{
+		Routes: make([]string, len(evs)), Keys: make([]string, len(evs)), ContentTypes: make([]string, len(evs)),
+		Headers: make([][]byte, len(evs)), Bodies: make([][]byte, len(evs)),
+	}
+	for i, ev := range evs {
+		headers, err := json.Marshal(ev.Headers)
+		if err != nil {
+			return nil, fmt.Errorf("error encoding headers: %w", err)
+		}
+		params.Routes[i], params.Keys[i], params.ContentTypes[i] = ev.Route, ev.Key, ev.ContentType
+		params.Headers[i], params.Bodies[i] = headers, ev.Body
+	}
+	res, err := in.acceptBatch(ctx, evs, params)
 	if isNoPartition(err) {
 		// The maintenance job creates partitions days ahead; if it has not
 		// run, create the one needed now and try again.
 		if perr := in.store.EnsurePartitions(ctx, time.Now(), time.Now().Add(in.store.PartitionInterval)); perr != nil {
-			return Accepted{}, fmt.Errorf("%w (and creating the partition failed: %w)", err, perr)
+			return nil, fmt.Errorf("%w (and creating the partition failed: %w)", err, perr)
 		}
-		res, err = in.accept(ctx, ev, headers)
+		res, err = in.acceptBatch(ctx, evs, params)
 	}
 	return res, err
 }
 
-func (in *Intake) accept(ctx context.Context, ev *NewEvent, headers []byte) (Accepted, error) {
-	var res Accepted
+type routeKey struct{ route, key string }
+
+func (in *Intake) acceptBatch(ctx context.Context, evs []*NewEvent, params dbsqlc.InsertEventsParams) ([]Accepted, error) {
+	res := make([]Accepted, len(evs))
 	err := pgx.BeginFunc(ctx, in.store.pool, func(tx pgx.Tx) error {
 		q := in.store.q.WithTx(tx)
-		if err := q.LockEventKey(ctx, dbsqlc.LockEventKeyParams{Route: ev.Route, Key: ev.Key}); err != nil {
-			return fmt.Errorf("error locking the event key: %w", err)
+		if err := q.LockEventKeys(ctx, dbsqlc.LockEventKeysParams{Routes: params.Routes, Keys: params.Keys}); err != nil {
+			return fmt.Errorf("error locking event keys: %w", err)
 		}
-		row, err := q.InsertEvent(ctx, dbsqlc.InsertEventParams{
-			Route: ev.Route, Key: ev.Key, ContentType: ev.ContentType, Headers: headers, Body: ev.Body,
-		})
-		if errors.Is(err, pgx.ErrNoRows) {
-			res = Accepted{Duplicate: true}
+		rows, err := q.InsertEvents(ctx, params)
+		if err != nil {
+			return fmt.Errorf("error inserting events: %w", err)
+		}
+		inserted := make(map[routeKey]dbsqlc.InsertEventsRow, len(rows))
+		for _, r := range rows {
+			inserted[routeKey{r.Route, r.Key}] = r
+		}
+		jobs := make([]river.InsertManyParams, 0, len(rows))
+		owner := make([]int, 0, len(rows)) // index in evs of each job
+		for i, ev := range evs {
+			rk := routeKey{ev.Route, ev.Key}
+			row, ok := inserted[rk]
+			if !ok {
+				res[i] = Accepted{Duplicate: true}
+				continue
+			}
+			delete(inserted, rk) // a later event of the same key is a duplicate
+			res[i] = Accepted{EventID: row.ID}
+			jobs = append(jobs, river.InsertManyParams{
+				Args:       DeliverArgs{EventID: row.ID, Route: ev.Route, Key: ev.Key, ReceivedAt: row.ReceivedAt},
+				InsertOpts: &river.InsertOpts{Queue: ev.Route, MaxAttempts: ev.MaxAttempts},
+			})
+			owner = append(owner, i)
+		}
+		if len(jobs) == 0 {
 			return nil
 		}
+		results, err := in.jobs.InsertManyTx(ctx, tx, jobs)
 		if err != nil {
-			return fmt.Errorf("error inserting event: %w", err)
+			return fmt.Errorf("error enqueuing deliveries: %w", err)
 		}
-		args := DeliverArgs{EventID: row.ID, Route: ev.Route, Key: ev.Key, ReceivedAt: row.ReceivedAt}
-		job, err := in.jobs.InsertTx(ctx, tx, args, &river.InsertOpts{
-			Queue:       ev.Route,
-			MaxAttempts: ev.MaxAttempts,
-		})
-		if err != nil {
-			return fmt.Errorf("error enqueuing delivery: %w", err)
+		for j, r := range results {
+			res[owner[j]].JobID = r.Job.ID
 		}
-		res = Accepted{EventID: row.ID, JobID: job.Job.ID}
 		return nil
 	})
 	if err != nil {
-		return Accepted{}, err
+		return nil, err
 	}
 	return res, nil
-}
-
-// isNoPartition reports Postgres refusing a row because no partition covers
-// its received_at.
-func isNoPartition(err error) bool {
-	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && pgErr.Code == pgerrcode.CheckViolation && strings.Contains(pgErr.Message, "no partition")
 }
 
 // IsTimeout reports whether err came from a context deadline, as opposed to
@@ -121,4 +154,11 @@ func IsTimeout(err error) bool {
 func isUndefinedTable(err error) bool {
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && pgErr.Code == pgerrcode.UndefinedTable
+}
+
+// isNoPartition reports Postgres refusing a row because no partition covers
+// its received_at.
+func isNoPartition(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == pgerrcode.CheckViolation && strings.Contains(pgErr.Message, "no partition")
 }

@@ -179,5 +179,5 @@ func (s *Store) completeDelivery(ctx context.Context, job *river.Job[DeliverArgs
 // JobInserter is the part of a River client that enqueues jobs in a
 // transaction. An insert-only client serves.
 type JobInserter interface {
-	InsertTx(ctx context.Context, tx pgx.Tx, args river.JobArgs, opts *river.InsertOpts) (*rivertype.JobInsertResult, error)
+	InsertManyTx(ctx context.Context, tx pgx.Tx, params []river.InsertManyParams) ([]*rivertype.JobInsertResult, error)
 }

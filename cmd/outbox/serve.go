@@ -90,6 +90,7 @@ type Main struct {
 	listener net.Listener
 	served   chan error
 	stopUI   context.CancelFunc
+	batcher  *store.Batcher
 	// stopBackground stops periodic work and waits for it.
 	stopBackground func()
 }
@@ -128,6 +129,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 			if m.listener != nil {
 				m.listener.Close()
 			}
+			if m.batcher != nil {
+				m.batcher.Close()
+			}
 			m.closeResources()
 		}
 	}()
@@ -158,7 +162,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	intake, err := handler.NewIntake(cfg, store.NewIntake(st, m.river), logger)
+	// Group commit: concurrent webhooks share transactions.
+	m.batcher = store.NewBatcher(store.NewIntake(st, m.river), store.BatcherOptions{Timeout: cfg.IntakeTimeout.D()})
+	intake, err := handler.NewIntake(cfg, m.batcher, logger)
 	if err != nil {
 		return err
 	}
@@ -236,6 +242,9 @@ func (m *Main) Close(ctx context.Context) error {
 		if err := <-m.served; err != nil && !errors.Is(err, http.ErrServerClosed) {
 			errs = append(errs, fmt.Errorf("HTTP server failed: %w", err))
 		}
+	}
+	if m.batcher != nil {
+		m.batcher.Close()
 	}
 	if m.stopUI != nil {
 		m.stopUI()

@@ -103,59 +103,95 @@ func (q *Queries) GetEventForDelivery(ctx context.Context, arg GetEventForDelive
 	return i, err
 }
 
-const insertEvent = `-- name: InsertEvent :one
+const insertEvents = `-- name: InsertEvents :many
 INSERT INTO events (route, key, content_type, headers, body)
-SELECT $1, $2, $3, $4, $5
-WHERE NOT EXISTS (SELECT 1 FROM events WHERE route = $1 AND key = $2)
-RETURNING id, received_at
+SELECT x.route, x.key, x.content_type, x.headers, x.body
+FROM (
+    SELECT DISTINCT ON (b.route, b.key) b.route, b.key, b.content_type, b.headers, b.body, b.ord
+    FROM (SELECT unnest($1::text[])        AS route,
+                 unnest($2::text[])          AS key,
+                 unnest($3::text[]) AS content_type,
+                 unnest($4::jsonb[])      AS headers,
+                 unnest($5::bytea[])       AS body,
+                 generate_series(1, cardinality($1::text[])) AS ord) AS b
+    ORDER BY b.route, b.key, b.ord
+) AS x
+WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.route = x.route AND e.key = x.key)
+ORDER BY x.ord
+RETURNING id, route, key, received_at
 `
 
-type InsertEventParams struct {
-	Route       string
-	Key         string
-	ContentType string
-	Headers     []byte
-	Body        []byte
+type InsertEventsParams struct {
+	Routes       []string
+	Keys         []string
+	ContentTypes []string
+	Headers      [][]byte
+	Bodies       [][]byte
 }
 
-type InsertEventRow struct {
+type InsertEventsRow struct {
 	ID         int64
+	Route      string
+	Key        string
 	ReceivedAt time.Time
 }
 
-// Part two: run after LockEventKey, in a later statement, so its snapshot
-// sees a concurrent intake of the same key that committed while we waited.
-// No row returned means "duplicate". The NOT EXISTS probes every partition's
-// (route, key) index.
-func (q *Queries) InsertEvent(ctx context.Context, arg InsertEventParams) (InsertEventRow, error) {
-	row := q.db.QueryRow(ctx, insertEvent,
-		arg.Route,
-		arg.Key,
-		arg.ContentType,
+// Part two, in a later statement than the locks, so its snapshot sees a
+// concurrent intake of the same key that committed while we waited. It
+// inserts the events whose (route, key) no partition holds yet; within the
+// batch, the first of each key wins. Keys missing from the result are
+// duplicates. The NOT EXISTS probes each partition's (route, key) index.
+func (q *Queries) InsertEvents(ctx context.Context, arg InsertEventsParams) ([]InsertEventsRow, error) {
+	rows, err := q.db.Query(ctx, insertEvents,
+		arg.Routes,
+		arg.Keys,
+		arg.ContentTypes,
 		arg.Headers,
-		arg.Body,
+		arg.Bodies,
 	)
-	var i InsertEventRow
-	err := row.Scan(&i.ID, &i.ReceivedAt)
-	return i, err
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []InsertEventsRow{}
+	for rows.Next() {
+		var i InsertEventsRow
+		if err := rows.Scan(
+			&i.ID,
+			&i.Route,
+			&i.Key,
+			&i.ReceivedAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }
 
-const lockEventKey = `-- name: LockEventKey :exec
-SELECT pg_advisory_xact_lock(20251128, hashtext($1::text || chr(31) || $2::text))
+const lockEventKeys = `-- name: LockEventKeys :exec
+SELECT pg_advisory_xact_lock(20251128, s.h)
+FROM (SELECT DISTINCT hashtext(x.route || chr(31) || x.key) AS h
+      FROM (SELECT unnest($1::text[]) AS route, unnest($2::text[]) AS key) AS x
+      ORDER BY h) AS s
 `
 
-type LockEventKeyParams struct {
-	Route string
-	Key   string
+type LockEventKeysParams struct {
+	Routes []string
+	Keys   []string
 }
 
-// The idempotency guarantee, part one: serialise concurrent intakes of one
-// (route, key) until the transaction ends. The two-int form keeps these
-// locks apart from golang-migrate's single-bigint one. A hash collision only
-// serialises two unrelated keys. See migration 000012 for why no unique
-// index can do this across partitions.
-func (q *Queries) LockEventKey(ctx context.Context, arg LockEventKeyParams) error {
-	_, err := q.db.Exec(ctx, lockEventKey, arg.Route, arg.Key)
+// The idempotency guarantee, part one: serialise concurrent intakes of the
+// same (route, key) until the transaction ends. Keys are locked in hash
+// order, so two batches sharing keys cannot deadlock. The two-int form keeps
+// these locks apart from golang-migrate's single-bigint one; a hash
+// collision only serialises two unrelated keys. See migration 000012 for why
+// no unique index can do this across partitions.
+func (q *Queries) LockEventKeys(ctx context.Context, arg LockEventKeysParams) error {
+	_, err := q.db.Exec(ctx, lockEventKeys, arg.Routes, arg.Keys)
 	return err
 }
 

@@ -1,20 +1,36 @@
--- name: LockEventKey :exec
--- The idempotency guarantee, part one: serialise concurrent intakes of one
--- (route, key) until the transaction ends. The two-int form keeps these
--- locks apart from golang-migrate's single-bigint one. A hash collision only
--- serialises two unrelated keys. See migration 000012 for why no unique
--- index can do this across partitions.
-SELECT pg_advisory_xact_lock(20251128, hashtext(@route::text || chr(31) || @key::text));
+-- name: LockEventKeys :exec
+-- The idempotency guarantee, part one: serialise concurrent intakes of the
+-- same (route, key) until the transaction ends. Keys are locked in hash
+-- order, so two batches sharing keys cannot deadlock. The two-int form keeps
+-- these locks apart from golang-migrate's single-bigint one; a hash
+-- collision only serialises two unrelated keys. See migration 000012 for why
+-- no unique index can do this across partitions.
+SELECT pg_advisory_xact_lock(20251128, s.h)
+FROM (SELECT DISTINCT hashtext(x.route || chr(31) || x.key) AS h
+      FROM (SELECT unnest(@routes::text[]) AS route, unnest(@keys::text[]) AS key) AS x
+      ORDER BY h) AS s;
 
--- name: InsertEvent :one
--- Part two: run after LockEventKey, in a later statement, so its snapshot
--- sees a concurrent intake of the same key that committed while we waited.
--- No row returned means "duplicate". The NOT EXISTS probes every partition's
--- (route, key) index.
+-- name: InsertEvents :many
+-- Part two, in a later statement than the locks, so its snapshot sees a
+-- concurrent intake of the same key that committed while we waited. It
+-- inserts the events whose (route, key) no partition holds yet; within the
+-- batch, the first of each key wins. Keys missing from the result are
+-- duplicates. The NOT EXISTS probes each partition's (route, key) index.
 INSERT INTO events (route, key, content_type, headers, body)
-SELECT @route, @key, @content_type, @headers, @body
-WHERE NOT EXISTS (SELECT 1 FROM events WHERE route = @route AND key = @key)
-RETURNING id, received_at;
+SELECT x.route, x.key, x.content_type, x.headers, x.body
+FROM (
+    SELECT DISTINCT ON (b.route, b.key) b.route, b.key, b.content_type, b.headers, b.body, b.ord
+    FROM (SELECT unnest(@routes::text[])        AS route,
+                 unnest(@keys::text[])          AS key,
+                 unnest(@content_types::text[]) AS content_type,
+                 unnest(@headers::jsonb[])      AS headers,
+                 unnest(@bodies::bytea[])       AS body,
+                 generate_series(1, cardinality(@routes::text[])) AS ord) AS b
+    ORDER BY b.route, b.key, b.ord
+) AS x
+WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.route = x.route AND e.key = x.key)
+ORDER BY x.ord
+RETURNING id, route, key, received_at;
 
 -- name: EnsurePartitions :one
 -- Creates events' time partitions for [from, to); see migration 000012.
