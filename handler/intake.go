@@ -94,7 +94,7 @@ func (in *Intake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errorf(http.StatusNotFound, fmt.Sprintf("no route named %q", name)))
 		return
 	}
-	log := in.logger.With("route", name)
+	log := in.logger.With("route", name, "request_id", RequestID(r.Context()))
 
 	buf := in.bufs.Get().(*bytes.Buffer)
 	buf.Reset()
@@ -116,6 +116,7 @@ func (in *Intake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	log = log.With("key", ev.Key)
+	ev.RequestID = RequestID(r.Context())
 
 	ctx, cancel := context.WithTimeout(r.Context(), in.timeout)
 	defer cancel()

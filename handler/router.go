@@ -40,7 +40,7 @@ func NewRouter(opts RouterOptions) http.Handler {
 	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errorf(http.StatusMethodNotAllowed, r.Method+" is not allowed on "+r.URL.Path))
 	})
-	return recoverer(opts.Logger, r)
+	return withRequestID(recoverer(opts.Logger, r))
 }
 
 func healthz(w http.ResponseWriter, _ *http.Request) {
@@ -75,7 +75,7 @@ func recoverer(logger *slog.Logger, next http.Handler) http.Handler {
 				if v == http.ErrAbortHandler {
 					panic(v)
 				}
-				logger.Error("handler panicked", "panic", v, "path", r.URL.Path)
+				logger.Error("handler panicked", "panic", v, "path", r.URL.Path, "request_id", RequestID(r.Context()))
 				writeError(w, &Error{Status: http.StatusServiceUnavailable, Message: "internal error; the request was not processed, retry later", RetryAfter: 5 * time.Second})
 			}
 		}()

@@ -26,7 +26,15 @@ type NewEvent struct {
 	Body    []byte
 	// MaxAttempts is the route's retry budget for the delivery job.
 	MaxAttempts int
+	// RequestID is the intake request's id. It is kept in the delivery
+	// job's metadata, so that delivery log lines carry it too and one grep
+	// follows a webhook from intake to its last delivery attempt.
+	RequestID string
 }
+
+// MetadataRequestID is the delivery job metadata key holding the id of the
+// intake request that stored the event.
+const MetadataRequestID = "request_id"
 
 // Accepted is the outcome of storing a NewEvent.
 type Accepted struct {
@@ -69,10 +77,11 @@ func (in *Intake) Accept(ctx context.Context, ev *NewEvent) (Accepted, error) {
 		if err != nil {
 			return fmt.Errorf("error inserting event: %w", err)
 		}
-		job, err := in.jobs.InsertTx(ctx, tx, DeliverArgs{EventID: row.ID, Route: ev.Route, Key: ev.Key}, &river.InsertOpts{
-			Queue:       ev.Route,
-			MaxAttempts: ev.MaxAttempts,
-		})
+		opts := &river.InsertOpts{Queue: ev.Route, MaxAttempts: ev.MaxAttempts}
+		if ev.RequestID != "" {
+			opts.Metadata, _ = json.Marshal(map[string]string{MetadataRequestID: ev.RequestID})
+		}
+		job, err := in.jobs.InsertTx(ctx, tx, DeliverArgs{EventID: row.ID, Route: ev.Route, Key: ev.Key}, opts)
 		if err != nil {
 			return fmt.Errorf("error enqueuing delivery: %w", err)
 		}

@@ -120,11 +120,11 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if riverLogger == nil {
 		riverLogger = logger
 	}
-	m.river, err = jobs.NewClient(m.pool, st, cfg, jobs.ClientOptions{Logger: logger, RiverLogger: riverLogger})
+	m.river, err = jobs.NewClient(m.pool, st, cfg, jobs.ClientOptions{Logger: logger.With("component", "delivery"), RiverLogger: riverLogger})
 	if err != nil {
 		return err
 	}
-	intake, err := handler.NewIntake(cfg, store.NewIntake(st, m.river), logger)
+	intake, err := handler.NewIntake(cfg, store.NewIntake(st, m.river), logger.With("component", "intake"))
 	if err != nil {
 		return err
 	}
