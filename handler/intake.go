@@ -129,10 +129,12 @@ func (in *Intake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if res.Duplicate {
 		log.Info("duplicate ignored")
+		noteIntakeResult(r.Context(), resultDuplicate)
 		writeJSON(w, http.StatusOK, intakeAnswer{Status: "duplicate", Key: ev.Key})
 		return
 	}
 	log.Info("accepted", "event_id", res.EventID, "job_id", res.JobID)
+	noteIntakeResult(r.Context(), resultAccepted)
 	writeJSON(w, http.StatusOK, intakeAnswer{Status: "accepted", Key: ev.Key})
 }
 
@@ -150,7 +152,7 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64, buf *bytes.Bu
 	if r.ContentLength > 0 {
 		buf.Grow(int(r.ContentLength))
 	}
-	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, limit))
+	_, err := buf.ReadFrom(http.MaxBytesReader(connWriter(w), r.Body, limit))
 	var maxErr *http.MaxBytesError
 	switch {
 	case errors.As(err, &maxErr):

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/gorilla/mux"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/webhook-outbox/webhook-outbox/store"
 )
@@ -25,15 +25,22 @@ type RouterOptions struct {
 	Intake    *Intake
 	Readiness Readiness
 	Logger    *slog.Logger
+	// Registry is where the router registers intake's metrics, and what
+	// /metrics serves. Nil gives the router a private one.
+	Registry *prometheus.Registry
 }
 
 // NewRouter returns the HTTP handler for the whole service.
 func NewRouter(opts RouterOptions) http.Handler {
+	reg := opts.Registry
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
 	r := mux.NewRouter()
-	r.Handle("/webhooks/{route}", opts.Intake).Methods(http.MethodPost)
+	r.Handle("/webhooks/{route}", newIntakeMetrics(reg, opts.Intake.routeNames()).observe(opts.Intake)).Methods(http.MethodPost)
 	r.HandleFunc("/healthz", healthz).Methods(http.MethodGet, http.MethodHead)
 	r.Handle("/readyz", readyz(opts.Readiness, opts.Logger)).Methods(http.MethodGet, http.MethodHead)
-	r.Handle("/metrics", promhttp.Handler()).Methods(http.MethodGet)
+	r.Handle("/metrics", metricsHandler(reg, opts.Logger)).Methods(http.MethodGet)
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errorf(http.StatusNotFound, "no such endpoint: "+r.URL.Path))
 	})

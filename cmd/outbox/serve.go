@@ -12,6 +12,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/riverqueue/river"
 
 	"github.com/webhook-outbox/webhook-outbox/config"
@@ -120,7 +122,16 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if riverLogger == nil {
 		riverLogger = logger
 	}
-	m.river, err = jobs.NewClient(m.pool, st, cfg, jobs.ClientOptions{Logger: logger.With("component", "delivery"), RiverLogger: riverLogger})
+	routes := make([]string, 0, len(cfg.Routes))
+	for _, r := range cfg.Routes {
+		routes = append(routes, r.Name)
+	}
+	registry := newRegistry()
+	m.river, err = jobs.NewClient(m.pool, st, cfg, jobs.ClientOptions{
+		Logger:      logger.With("component", "delivery"),
+		RiverLogger: riverLogger,
+		Metrics:     jobs.NewMetrics(registry, routes),
+	})
 	if err != nil {
 		return err
 	}
@@ -128,7 +139,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	router := handler.NewRouter(handler.RouterOptions{Intake: intake, Readiness: st, Logger: logger})
+	router := handler.NewRouter(handler.RouterOptions{Intake: intake, Readiness: st, Logger: logger, Registry: registry})
 
 	m.listener, err = net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -150,12 +161,21 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 	m.served = make(chan error, 1)
 	go func() { m.served <- m.server.Serve(m.listener) }()
-	routes := make([]string, 0, len(cfg.Routes))
-	for _, r := range cfg.Routes {
-		routes = append(routes, r.Name)
-	}
 	logger.Info("outbox is serving", "addr", m.listener.Addr().String(), "routes", routes, "schema_version", migrations.Latest)
 	return nil
+}
+
+// newRegistry returns the registry /metrics serves, with Go runtime,
+// process and build metrics. Each Main has its own, never the global
+// default, so tests can run several in one process.
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		collectors.NewBuildInfoCollector(),
+	)
+	return reg
 }
 
 // Addr is the address the HTTP server listens on.
