@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -85,12 +86,16 @@ type Main struct {
 	// RiverLogger receives River's own logs; Logger when nil.
 	RiverLogger *slog.Logger
 	Migrate     bool
+	// StatsInterval is how often the backlog and dead-letter gauges are
+	// refreshed from the database; jobs.DefaultStatsInterval when 0.
+	StatsInterval time.Duration
 
-	pool     *pgxpool.Pool
-	river    *river.Client[pgx.Tx]
-	server   *http.Server
-	listener net.Listener
-	served   chan error
+	stopStats func()
+	pool      *pgxpool.Pool
+	river     *river.Client[pgx.Tx]
+	server    *http.Server
+	listener  net.Listener
+	served    chan error
 }
 
 // Run connects, checks or migrates the schema, starts the workers, and
@@ -140,6 +145,8 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		return err
 	}
 	router := handler.NewRouter(handler.RouterOptions{Intake: intake, Readiness: st, Logger: logger, Registry: registry})
+	stats := jobs.NewStats(st, routes, logger.With("component", "stats"))
+	registry.MustRegister(stats)
 
 	m.listener, err = net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -161,6 +168,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 	m.served = make(chan error, 1)
 	go func() { m.served <- m.server.Serve(m.listener) }()
+	m.stopStats = runInBackground(ctx, func(ctx context.Context) {
+		stats.Run(ctx, cmp.Or(m.StatsInterval, jobs.DefaultStatsInterval))
+	})
 	logger.Info("outbox is serving", "addr", m.listener.Addr().String(), "routes", routes, "schema_version", migrations.Latest)
 	return nil
 }
@@ -176,6 +186,21 @@ func newRegistry() *prometheus.Registry {
 		collectors.NewBuildInfoCollector(),
 	)
 	return reg
+}
+
+// runInBackground runs f in a goroutine until the returned stop is called;
+// stop cancels f's context and waits for f to return.
+func runInBackground(ctx context.Context, f func(context.Context)) (stop func()) {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f(ctx)
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
 }
 
 // Addr is the address the HTTP server listens on.
@@ -213,6 +238,9 @@ func (m *Main) Close(ctx context.Context) error {
 }
 
 func (m *Main) closeResources() {
+	if m.stopStats != nil {
+		m.stopStats()
+	}
 	if m.pool != nil {
 		m.pool.Close()
 	}
