@@ -91,6 +91,7 @@ type Main struct {
 	StatsInterval time.Duration
 
 	stopStats func()
+	registry  *prometheus.Registry
 	pool      *pgxpool.Pool
 	river     *river.Client[pgx.Tx]
 	server    *http.Server
@@ -132,6 +133,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		routes = append(routes, r.Name)
 	}
 	registry := newRegistry()
+	m.registry = registry
 	m.river, err = jobs.NewClient(m.pool, st, cfg, jobs.ClientOptions{
 		Logger:      logger.With("component", "delivery"),
 		RiverLogger: riverLogger,
