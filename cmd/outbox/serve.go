@@ -91,7 +91,7 @@ type Main struct {
 	StatsInterval time.Duration
 
 	stopStats func()
-	registry  *prometheus.Registry
+	registry  *prometheus.Registry // what /metrics serves
 	pool      *pgxpool.Pool
 	river     *river.Client[pgx.Tx]
 	server    *http.Server
