@@ -39,10 +39,12 @@ const (
 type Config struct {
 	// Listen is the HTTP listen address. OUTBOX_LISTEN overrides it.
 	Listen string `yaml:"listen"`
-	// DatabaseURL is the Postgres connection URL. DATABASE_URL overrides it.
+	// DatabaseURL is the Postgres connection URL. Required; DATABASE_URL
+	// overrides it. pool_max_conns in it sizes the pool (at least 20).
 	DatabaseURL string `yaml:"database_url"`
 	// AdminToken guards /admin/ and /riverui/, as a Bearer token or as the
-	// Basic auth password.
+	// Basic auth password. At least 32 bytes; required unless
+	// disable_admin is true.
 	AdminToken string `yaml:"admin_token"`
 	// DisableAdmin turns the admin API and River UI off, so that no admin
 	// token is needed.
@@ -76,12 +78,22 @@ type Config struct {
 
 // Route is one webhook endpoint, POST /webhooks/{name}, and its target.
 type Route struct {
-	Name           string      `yaml:"name"`
-	Auth           Auth        `yaml:"auth"`
+	// Name names the endpoint, POST /webhooks/{name}, and the River queue
+	// its deliveries run in. Required: lowercase letters, digits and
+	// dashes, starting with a letter or digit.
+	Name string `yaml:"name"`
+	// Auth says how senders prove who they are. Required: exactly one mode.
+	Auth Auth `yaml:"auth"`
+	// IdempotencyKey lists where to find an event's deduplication key,
+	// tried in order; the first non-empty value wins. Required.
 	IdempotencyKey []KeySource `yaml:"idempotency_key"`
-	MaxBodyBytes   int64       `yaml:"max_body_bytes"`
-	Target         Target      `yaml:"target"`
-	Retry          Retry       `yaml:"retry"`
+	// MaxBodyBytes is the largest body accepted; a larger one is refused
+	// with 413 before it is read in full.
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// Target is where the route's events are delivered.
+	Target Target `yaml:"target"`
+	// Retry is how failed deliveries are retried.
+	Retry Retry `yaml:"retry"`
 	// Concurrency caps the deliveries in flight for the route on each
 	// replica. It is the MaxWorkers of the route's River queue.
 	Concurrency int `yaml:"concurrency"`
@@ -89,45 +101,69 @@ type Route struct {
 
 // Auth says how a route authenticates its sender. Exactly one mode is set.
 type Auth struct {
-	None             bool                  `yaml:"none"`
-	Basic            *BasicAuth            `yaml:"basic"`
-	Header           *HeaderAuth           `yaml:"header"`
-	HMAC             *HMACAuth             `yaml:"hmac"`
+	// None, when true, accepts webhooks without authentication; outbox
+	// logs a warning at start.
+	None bool `yaml:"none"`
+	// Basic is HTTP Basic authentication.
+	Basic *BasicAuth `yaml:"basic"`
+	// Header is a shared secret in a request header.
+	Header *HeaderAuth `yaml:"header"`
+	// HMAC is a signature of the body in a request header.
+	HMAC *HMACAuth `yaml:"hmac"`
+	// StandardWebhooks is the Standard Webhooks signature scheme.
 	StandardWebhooks *StandardWebhooksAuth `yaml:"standard_webhooks"`
 }
 
 // BasicAuth is HTTP Basic authentication. Several passwords may be valid at
 // once, so a password can be rotated without downtime.
 type BasicAuth struct {
-	Username  string   `yaml:"username"`
-	Password  string   `yaml:"password"`
+	// Username is the expected user name. Required.
+	Username string `yaml:"username"`
+	// Password is the expected password; set it or passwords.
+	Password string `yaml:"password"`
+	// Passwords are several accepted passwords, for rotation.
 	Passwords []string `yaml:"passwords"`
 }
 
 // HeaderAuth is a shared secret sent in a request header, as Genesys data
 // actions do.
 type HeaderAuth struct {
-	Name   string   `yaml:"name"`
-	Value  string   `yaml:"value"`
+	// Name is the header that carries the secret, such as
+	// X-Webhook-Token. Required. It is never stored with the event.
+	Name string `yaml:"name"`
+	// Value is the expected secret; set it or values.
+	Value string `yaml:"value"`
+	// Values are several accepted secrets, for rotation.
 	Values []string `yaml:"values"`
 }
 
 // HMACAuth is a signature of the raw body in a header, as GitHub, Shopify
 // and Genesys Open Messaging send.
 type HMACAuth struct {
-	Header    string   `yaml:"header"`
-	Secret    string   `yaml:"secret"`
-	Secrets   []string `yaml:"secrets"`
-	Algorithm string   `yaml:"algorithm"`
-	Prefix    string   `yaml:"prefix"`
-	Encoding  string   `yaml:"encoding"`
+	// Header is the header holding the signature, such as
+	// X-Hub-Signature-256. Required.
+	Header string `yaml:"header"`
+	// Secret is the signing key; set it or secrets.
+	Secret string `yaml:"secret"`
+	// Secrets are several accepted signing keys, for rotation.
+	Secrets []string `yaml:"secrets"`
+	// Algorithm is sha256 or sha1.
+	Algorithm string `yaml:"algorithm"`
+	// Prefix comes before the signature in the header, such as "sha256=".
+	Prefix string `yaml:"prefix"`
+	// Encoding is how the signature is written: hex or base64.
+	Encoding string `yaml:"encoding"`
 }
 
 // StandardWebhooksAuth is the Standard Webhooks scheme (webhook-id,
 // webhook-timestamp, webhook-signature).
 type StandardWebhooksAuth struct {
-	Secret    string   `yaml:"secret"`
-	Secrets   []string `yaml:"secrets"`
+	// Secret is the signing secret (whsec_…); set it or secrets.
+	Secret string `yaml:"secret"`
+	// Secrets are several accepted signing secrets, for rotation.
+	Secrets []string `yaml:"secrets"`
+	// Tolerance is how far webhook-timestamp may be from this server's
+	// clock, against replayed requests.
 	Tolerance Duration `yaml:"tolerance"`
 }
 
@@ -150,16 +186,28 @@ type KeySource struct {
 
 // Target is where a route's events are delivered.
 type Target struct {
-	URL     string            `yaml:"url"`
-	Timeout Duration          `yaml:"timeout"`
+	// URL is the absolute http:// or https:// address each event is
+	// POSTed to. Required. Redirects are not followed.
+	URL string `yaml:"url"`
+	// Timeout bounds one delivery attempt; no answer in time is retried.
+	Timeout Duration `yaml:"timeout"`
+	// Headers are added to every delivery, such as an Authorization for
+	// the internal service. Headers outbox sets itself (Content-Type,
+	// Host, X-Outbox-*) cannot be set.
 	Headers map[string]string `yaml:"headers"`
 }
 
 // Retry is a route's retry policy.
 type Retry struct {
-	MaxAttempts    int      `yaml:"max_attempts"`
+	// MaxAttempts is how many attempts a delivery gets before it becomes
+	// a dead letter. Snoozes (Retry-After) do not use attempts.
+	MaxAttempts int `yaml:"max_attempts"`
+	// InitialBackoff is the wait after the first failed attempt; attempt
+	// n waits initial_backoff × 2^(n-1), ±10% jitter.
 	InitialBackoff Duration `yaml:"initial_backoff"`
-	MaxBackoff     Duration `yaml:"max_backoff"`
+	// MaxBackoff caps the wait between attempts, and a target's
+	// Retry-After.
+	MaxBackoff Duration `yaml:"max_backoff"`
 	// GiveUpAfter is the delivery deadline, counted from intake. Past it an
 	// event becomes a dead letter however many attempts remain.
 	GiveUpAfter Duration `yaml:"give_up_after"`

@@ -94,7 +94,7 @@ func (in *Intake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errorf(http.StatusNotFound, fmt.Sprintf("no route named %q", name)))
 		return
 	}
-	log := in.logger.With("route", name)
+	log := in.logger.With("route", name, "request_id", RequestID(r.Context()))
 
 	buf := in.bufs.Get().(*bytes.Buffer)
 	buf.Reset()
@@ -116,6 +116,7 @@ func (in *Intake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	log = log.With("key", ev.Key)
+	ev.RequestID = RequestID(r.Context())
 
 	ctx, cancel := context.WithTimeout(r.Context(), in.timeout)
 	defer cancel()
@@ -128,10 +129,12 @@ func (in *Intake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if res.Duplicate {
 		log.Info("duplicate ignored")
+		noteIntakeResult(r.Context(), resultDuplicate)
 		writeJSON(w, http.StatusOK, intakeAnswer{Status: "duplicate", Key: ev.Key})
 		return
 	}
 	log.Info("accepted", "event_id", res.EventID, "job_id", res.JobID)
+	noteIntakeResult(r.Context(), resultAccepted)
 	writeJSON(w, http.StatusOK, intakeAnswer{Status: "accepted", Key: ev.Key})
 }
 
@@ -149,7 +152,7 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64, buf *bytes.Bu
 	if r.ContentLength > 0 {
 		buf.Grow(int(r.ContentLength))
 	}
-	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, limit))
+	_, err := buf.ReadFrom(http.MaxBytesReader(connWriter(w), r.Body, limit))
 	var maxErr *http.MaxBytesError
 	switch {
 	case errors.As(err, &maxErr):

@@ -32,7 +32,7 @@ const (
 const baseConfig = `
 database_url: postgres://unused/db
 admin_token: ` + adminToken + `
-intake_timeout: 500ms
+intake_timeout: 10s
 intake_retry_after: 30s
 routes:
   - name: genesys
@@ -421,7 +421,7 @@ func TestDatabaseDownAnswers503(t *testing.T) {
 // up at intake_timeout with 503, and the event is not stored.
 func TestSlowDatabaseAnswers503(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
+	b := setupWithPool(t, poolFor(t), strings.Replace(baseConfig, "intake_timeout: 10s", "intake_timeout: 500ms", 1))
 	ctx := context.Background()
 	tx, err := b.pool.Begin(ctx)
 	if err != nil {

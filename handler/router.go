@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/gorilla/mux"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/webhook-outbox/webhook-outbox/store"
 )
@@ -31,15 +31,22 @@ type RouterOptions struct {
 	AdminToken string
 	// RiverUI is served at /riverui/ behind AdminToken; nil turns it off.
 	RiverUI http.Handler
+	// Registry is where the router registers intake's metrics, and what
+	// /metrics serves. Nil gives the router a private one.
+	Registry *prometheus.Registry
 }
 
 // NewRouter returns the HTTP handler for the whole service.
 func NewRouter(opts RouterOptions) http.Handler {
+	reg := opts.Registry
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
 	r := mux.NewRouter()
-	r.Handle("/webhooks/{route}", opts.Intake).Methods(http.MethodPost)
+	r.Handle("/webhooks/{route}", newIntakeMetrics(reg, opts.Intake.routeNames()).observe(opts.Intake)).Methods(http.MethodPost)
 	r.HandleFunc("/healthz", healthz).Methods(http.MethodGet, http.MethodHead)
 	r.Handle("/readyz", readyz(opts.Readiness, opts.Logger)).Methods(http.MethodGet, http.MethodHead)
-	r.Handle("/metrics", promhttp.Handler()).Methods(http.MethodGet)
+	r.Handle("/metrics", metricsHandler(reg, opts.Logger)).Methods(http.MethodGet)
 	if opts.Admin != nil {
 		api := &adminAPI{admin: opts.Admin, logger: opts.Logger, now: time.Now}
 		sub := mux.NewRouter()
@@ -52,7 +59,7 @@ func NewRouter(opts RouterOptions) http.Handler {
 		r.PathPrefix(RiverUIPrefix + "/").Handler(adminAuth(opts.AdminToken, opts.RiverUI))
 	}
 	r.NotFoundHandler, r.MethodNotAllowedHandler = notFound, methodNotAllowed
-	return recoverer(opts.Logger, r)
+	return withRequestID(recoverer(opts.Logger, r))
 }
 
 var notFound = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -95,7 +102,7 @@ func recoverer(logger *slog.Logger, next http.Handler) http.Handler {
 				if v == http.ErrAbortHandler {
 					panic(v)
 				}
-				logger.Error("handler panicked", "panic", v, "path", r.URL.Path)
+				logger.Error("handler panicked", "panic", v, "path", r.URL.Path, "request_id", RequestID(r.Context()))
 				writeError(w, &Error{Status: http.StatusServiceUnavailable, Message: "internal error; the request was not processed, retry later", RetryAfter: 5 * time.Second})
 			}
 		}()

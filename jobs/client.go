@@ -7,8 +7,10 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivertype"
 
 	"github.com/webhook-outbox/webhook-outbox/config"
 	"github.com/webhook-outbox/webhook-outbox/store"
@@ -33,6 +35,9 @@ type ClientOptions struct {
 	Logger *slog.Logger
 	// RiverLogger receives River's own logs; River is chatty at info.
 	RiverLogger *slog.Logger
+	// Metrics records every delivery attempt. Nil records to a private,
+	// unserved registry.
+	Metrics *Metrics
 }
 
 // NewClient returns the River client that runs deliveries: one queue per
@@ -59,10 +64,15 @@ func NewClient(pool *pgxpool.Pool, st *store.Store, cfg *config.Config, opts Cli
 		queues[r.Name] = river.QueueConfig{MaxWorkers: r.Concurrency}
 	}
 	queues[MaintenanceQueue] = river.QueueConfig{MaxWorkers: 1}
+	metrics := opts.Metrics
+	if metrics == nil {
+		metrics = NewMetrics(prometheus.NewRegistry(), nil)
+	}
 	client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
 		Logger:            opts.RiverLogger,
 		Queues:            queues,
 		Workers:           workers,
+		Middleware:        []rivertype.Middleware{metrics.middleware()},
 		FetchCooldown:     FetchCooldown,
 		FetchPollInterval: FetchPollInterval,
 		// Every delivery sets its own timeout (Deliverer.Timeout).

@@ -140,7 +140,7 @@ func giveUpAt(job *river.Job[store.DeliverArgs], rc *config.Route) time.Time {
 
 // Work delivers one event.
 func (d *Deliverer) Work(ctx context.Context, job *river.Job[store.DeliverArgs]) error {
-	log := d.logger.With("route", job.Args.Route, "key", job.Args.Key, "job_id", job.ID, "attempt", job.Attempt, "event_id", job.Args.EventID)
+	log := d.logger.With("route", job.Args.Route, "key", job.Args.Key, "job_id", job.ID, "attempt", job.Attempt, "event_id", job.Args.EventID, "request_id", requestID(job))
 	r := d.routes[job.Args.Route]
 	if r == nil {
 		log.Error("route is not configured; cancelling delivery")

@@ -28,7 +28,15 @@ type NewEvent struct {
 	Body    []byte
 	// MaxAttempts is the route's retry budget for the delivery job.
 	MaxAttempts int
+	// RequestID is the intake request's id. It is kept in the delivery
+	// job's metadata, so that delivery log lines carry it too and one grep
+	// follows a webhook from intake to its last delivery attempt.
+	RequestID string
 }
+
+// MetadataRequestID is the delivery job metadata key holding the id of the
+// intake request that stored the event.
+const MetadataRequestID = "request_id"
 
 // Accepted is the outcome of storing a NewEvent.
 type Accepted struct {
@@ -121,9 +129,13 @@ func (in *Intake) acceptBatch(ctx context.Context, evs []*NewEvent, params dbsql
 			}
 			delete(inserted, rk) // a later event of the same key is a duplicate
 			res[i] = Accepted{EventID: row.ID}
+			opts := &river.InsertOpts{Queue: ev.Route, MaxAttempts: ev.MaxAttempts}
+			if ev.RequestID != "" {
+				opts.Metadata, _ = json.Marshal(map[string]string{MetadataRequestID: ev.RequestID})
+			}
 			jobs = append(jobs, river.InsertManyParams{
 				Args:       DeliverArgs{EventID: row.ID, Route: ev.Route, Key: ev.Key, ReceivedAt: row.ReceivedAt},
-				InsertOpts: &river.InsertOpts{Queue: ev.Route, MaxAttempts: ev.MaxAttempts},
+				InsertOpts: opts,
 			})
 			owner = append(owner, i)
 		}

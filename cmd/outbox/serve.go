@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -12,6 +13,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/riverqueue/river"
 
 	"github.com/webhook-outbox/webhook-outbox/config"
@@ -83,42 +86,26 @@ type Main struct {
 	// RiverLogger receives River's own logs; Logger when nil.
 	RiverLogger *slog.Logger
 	Migrate     bool
+	// StatsInterval is how often the backlog and dead-letter gauges are
+	// refreshed from the database; jobs.DefaultStatsInterval when 0.
+	StatsInterval time.Duration
 
-	pool     *pgxpool.Pool
-	river    *river.Client[pgx.Tx]
-	server   *http.Server
-	listener net.Listener
-	served   chan error
-	stopUI   context.CancelFunc
-	batcher  *store.Batcher
-	// stopBackground stops periodic work and waits for it.
-	stopBackground func()
+	stopStats func()
+	registry  *prometheus.Registry // what /metrics serves
+	pool      *pgxpool.Pool
+	river     *river.Client[pgx.Tx]
+	server    *http.Server
+	listener  net.Listener
+	served    chan error
+	stopUI    context.CancelFunc
+	batcher   *store.Batcher
+	// stopPauses stops the periodic pause reconciliation.
+	stopPauses func()
 }
 
 // pauseReconcileInterval is how often serve checks that River's queue rows
 // still carry the routes' pauses (see store.Admin.ReconcilePauses).
 const pauseReconcileInterval = time.Minute
-
-// runEvery runs fn every interval until the returned stop function is
-// called; stop waits for a run in progress.
-func (m *Main) runEvery(interval time.Duration, fn func(ctx context.Context)) (stop func()) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		ticker := time.NewTicker(interval)
-		defer ticker.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-ticker.C:
-				fn(ctx)
-			}
-		}
-	}()
-	return func() { cancel(); <-done }
-}
 
 // Run connects, checks or migrates the schema, starts the workers, and
 // starts serving HTTP. It returns once the service is up.
@@ -158,13 +145,23 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if riverLogger == nil {
 		riverLogger = logger
 	}
-	m.river, err = jobs.NewClient(m.pool, st, cfg, jobs.ClientOptions{Logger: logger, RiverLogger: riverLogger})
+	routes := make([]string, 0, len(cfg.Routes))
+	for _, r := range cfg.Routes {
+		routes = append(routes, r.Name)
+	}
+	registry := newRegistry()
+	m.registry = registry
+	m.river, err = jobs.NewClient(m.pool, st, cfg, jobs.ClientOptions{
+		Logger:      logger.With("component", "delivery"),
+		RiverLogger: riverLogger,
+		Metrics:     jobs.NewMetrics(registry, routes),
+	})
 	if err != nil {
 		return err
 	}
 	// Group commit: concurrent webhooks share transactions.
 	m.batcher = store.NewBatcher(store.NewIntake(st, m.river), store.BatcherOptions{Timeout: cfg.IntakeTimeout.D()})
-	intake, err := handler.NewIntake(cfg, m.batcher, logger)
+	intake, err := handler.NewIntake(cfg, m.batcher, logger.With("component", "intake"))
 	if err != nil {
 		return err
 	}
@@ -174,7 +171,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err := admin.ReconcilePauses(ctx, logger); err != nil {
 		return err
 	}
-	routerOpts := handler.RouterOptions{Intake: intake, Readiness: st, Logger: logger}
+	routerOpts := handler.RouterOptions{Intake: intake, Readiness: st, Logger: logger, Registry: registry}
 	if !cfg.DisableAdmin {
 		ui, err := handler.NewRiverUI(m.river, riverLogger)
 		if err != nil {
@@ -189,6 +186,8 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		routerOpts.Admin, routerOpts.AdminToken, routerOpts.RiverUI = admin, cfg.AdminToken, ui
 	}
 	router := handler.NewRouter(routerOpts)
+	stats := jobs.NewStats(st, routes, logger.With("component", "stats"))
+	registry.MustRegister(stats)
 
 	m.listener, err = net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -210,17 +209,53 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 	m.served = make(chan error, 1)
 	go func() { m.served <- m.server.Serve(m.listener) }()
-	m.stopBackground = m.runEvery(pauseReconcileInterval, func(ctx context.Context) {
-		if err := admin.ReconcilePauses(ctx, logger); err != nil {
-			logger.Warn("cannot reconcile route pauses; will try again", "error", err)
+	m.stopStats = runInBackground(ctx, func(ctx context.Context) {
+		stats.Run(ctx, cmp.Or(m.StatsInterval, jobs.DefaultStatsInterval))
+	})
+	m.stopPauses = runInBackground(ctx, func(ctx context.Context) {
+		ticker := time.NewTicker(pauseReconcileInterval)
+		defer ticker.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-ticker.C:
+				if err := admin.ReconcilePauses(ctx, logger); err != nil && ctx.Err() == nil {
+					logger.Warn("cannot reconcile route pauses; will try again", "error", err)
+				}
+			}
 		}
 	})
-	routes := make([]string, 0, len(cfg.Routes))
-	for _, r := range cfg.Routes {
-		routes = append(routes, r.Name)
-	}
 	logger.Info("outbox is serving", "addr", m.listener.Addr().String(), "routes", routes, "schema_version", migrations.Latest)
 	return nil
+}
+
+// newRegistry returns the registry /metrics serves, with Go runtime,
+// process and build metrics. Each Main has its own, never the global
+// default, so tests can run several in one process.
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		collectors.NewBuildInfoCollector(),
+	)
+	return reg
+}
+
+// runInBackground runs f in a goroutine until the returned stop is called;
+// stop cancels f's context and waits for f to return.
+func runInBackground(ctx context.Context, f func(context.Context)) (stop func()) {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f(ctx)
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
 }
 
 // Addr is the address the HTTP server listens on.
@@ -232,8 +267,8 @@ func (m *Main) Addr() string { return m.listener.Addr().String() }
 // later, by this or another replica.
 func (m *Main) Close(ctx context.Context) error {
 	var errs []error
-	if m.stopBackground != nil {
-		m.stopBackground()
+	if m.stopPauses != nil {
+		m.stopPauses()
 	}
 	if m.server != nil {
 		if err := m.server.Shutdown(ctx); err != nil {
@@ -267,6 +302,9 @@ func (m *Main) Close(ctx context.Context) error {
 }
 
 func (m *Main) closeResources() {
+	if m.stopStats != nil {
+		m.stopStats()
+	}
 	if m.pool != nil {
 		m.pool.Close()
 	}
