@@ -163,7 +163,11 @@ func (d *Deliverer) Work(ctx context.Context, job *river.Job[store.DeliverArgs])
 	now := d.now()
 	switch out.Verdict {
 	case Delivered:
-		if err := d.store.CompleteDelivery(ctx, job); err != nil {
+		// The target has it: record that even if a shutdown is cancelling
+		// ctx, or the event would be delivered again after the restart.
+		recordCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if err := d.store.CompleteDelivery(recordCtx, job); err != nil {
 			// The target has the event but the database does not know yet.
 			// Returning an error retries it: at-least-once, never lost.
 			log.Error("delivered, but recording it failed; it will be delivered again", "error", err)
@@ -175,8 +179,14 @@ func (d *Deliverer) Work(ctx context.Context, job *river.Job[store.DeliverArgs])
 		log.Warn("permanent failure; cancelled", "error", out.Message)
 		return river.JobCancel(errors.New(out.Message))
 	}
+	if err := ctx.Err(); err != nil {
+		// A shutdown cut the attempt off. Wrapping the context's error lets
+		// River put the job back without using the attempt.
+		log.Info("delivery interrupted by shutdown; it will be retried", "error", out.Message)
+		return fmt.Errorf("delivery interrupted (%s): %w", out.Message, err)
+	}
 	if !now.Before(deadline) {
-		msg := fmt.Sprintf("gave up: not delivered within give_up_after (%s) of intake; last attempt: %s", r.cfg.Retry.GiveUpAfter.D(), out.Message)
+		msg := fmt.Sprintf("gave up: not delivered within give_up_after (%s); last attempt: %s", r.cfg.Retry.GiveUpAfter.D(), out.Message)
 		log.Warn("delivery deadline passed; cancelled", "error", out.Message)
 		return river.JobCancel(errors.New(msg))
 	}

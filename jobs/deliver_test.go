@@ -382,3 +382,34 @@ func TestMissingEventIsCancelled(t *testing.T) {
 		t.Errorf("the target was called for an event that does not exist")
 	}
 }
+
+// TestShutdownGivesTheAttemptBack cuts a delivery off with StopAndCancel,
+// as a shutdown past its deadline does: the job goes back to the queue
+// without using an attempt, so a shutdown never dead-letters an event.
+func TestShutdownGivesTheAttemptBack(t *testing.T) {
+	t.Parallel()
+	started := make(chan struct{}, 1)
+	tg := newTarget(t, func(w http.ResponseWriter, r *http.Request) {
+		started <- struct{}{}
+		<-r.Context().Done()
+	})
+	b := setup(t, tg.URL, "    retry: {max_attempts: 1}")
+	res := b.accept(t, `{"id":"cut-off"}`, 1)
+	select {
+	case <-started:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the delivery never started")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := b.client.StopAndCancel(ctx); err != nil {
+		t.Fatal(err)
+	}
+	job, err := b.client.JobGet(context.Background(), res.JobID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if job.State != rivertype.JobStateAvailable || job.Attempt != 0 || len(job.Errors) != 0 {
+		t.Errorf("after a shutdown: state %s, attempt %d, errors %v; want available, 0, none (not a dead letter)", job.State, job.Attempt, job.Errors)
+	}
+}
