@@ -15,6 +15,11 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the River migration files from the River module")
 
+// riverNumbers maps River's migration versions to ours. River's 001-008 came
+// first; webhook-outbox's own migrations follow from 9. A later River
+// version takes the next free number when River is upgraded: add it here.
+var riverNumbers = map[int]int{1: 1, 2: 2, 3: 3, 4: 4, 5: 5, 6: 6, 7: 7, 8: 8}
+
 // riverFiles renders River's migrations as golang-migrate files. The schema
 // template is left empty so the tables land in the connection's search_path,
 // and each file records itself in River's river_migration table so River's
@@ -28,7 +33,11 @@ func riverFiles(t *testing.T) map[string]string {
 	out := map[string]string{}
 	nonWord := regexp.MustCompile(`[^a-z0-9]+`)
 	for _, m := range migrator.AllVersions() {
-		name := fmt.Sprintf("%06d_river_%03d_%s", m.Version, m.Version, strings.Trim(nonWord.ReplaceAllString(strings.ToLower(m.Name), "_"), "_"))
+		number, ok := riverNumbers[m.Version]
+		if !ok {
+			t.Fatalf("River migration %03d (%s) has no number here: add it to riverNumbers in migrations/river_test.go as the next free number (after %d), then run with -update", m.Version, m.Name, Latest)
+		}
+		name := fmt.Sprintf("%06d_river_%03d_%s", number, m.Version, strings.Trim(nonWord.ReplaceAllString(strings.ToLower(m.Name), "_"), "_"))
 		header := fmt.Sprintf("-- River migration %03d (%s), generated from github.com/riverqueue/river/rivermigrate.\n"+
 			"-- Do not edit. Regenerate with: go test ./migrations -run TestRiverMigrationsMatchRiver -update\n\n", m.Version, m.Name)
 		up := strings.ReplaceAll(m.SQLUp, "/* TEMPLATE: schema */", "")
