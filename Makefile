@@ -7,7 +7,7 @@ BIN      := bin/outbox
 SQLC     := $(shell $(GO) env GOPATH)/bin/sqlc
 SQLC_VERSION := v1.31.1
 
-.PHONY: run test build vet generate db db-stop clean
+.PHONY: run test build vet generate db db-stop clean bench
 
 ## run: serve outbox.example.yaml with the demo target, on a local Postgres
 run: build
@@ -16,6 +16,10 @@ run: build
 ## test: run every test with the race detector against a real Postgres
 test:
 	@url=$$(scripts/devdb.sh) && TEST_DATABASE_URL="$$url" $(GO) test -race -count=1 ./...
+
+## bench: measure intake and delivery against pgbench baselines (see README, Performance)
+bench:
+	$(GO) run ./bench $(BENCH_FLAGS)
 
 ## build: build bin/outbox
 build:
