@@ -33,6 +33,9 @@ type ClientOptions struct {
 	Logger *slog.Logger
 	// RiverLogger receives River's own logs; River is chatty at info.
 	RiverLogger *slog.Logger
+	// Breakers, when set, are the circuit breakers deliveries use, so the
+	// caller can show their state; otherwise the client makes its own.
+	Breakers *Breakers
 }
 
 // NewClient returns the River client that runs deliveries: one queue per
@@ -42,6 +45,9 @@ func NewClient(pool *pgxpool.Pool, st *store.Store, cfg *config.Config, opts Cli
 	deliverer, err := NewDeliverer(st, cfg, opts.Logger)
 	if err != nil {
 		return nil, err
+	}
+	if opts.Breakers != nil {
+		deliverer.breakers = opts.Breakers
 	}
 	workers := river.NewWorkers()
 	if err := river.AddWorkerSafely(workers, deliverer); err != nil {
