@@ -86,6 +86,7 @@ type Main struct {
 
 	pool     *pgxpool.Pool
 	river    *river.Client[pgx.Tx]
+	breakers *jobs.Breakers
 	server   *http.Server
 	listener net.Listener
 	served   chan error
@@ -120,7 +121,8 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if riverLogger == nil {
 		riverLogger = logger
 	}
-	m.river, err = jobs.NewClient(m.pool, st, cfg, jobs.ClientOptions{Logger: logger, RiverLogger: riverLogger})
+	m.breakers = jobs.NewBreakers(cfg, logger)
+	m.river, err = jobs.NewClient(m.pool, st, cfg, jobs.ClientOptions{Logger: logger, RiverLogger: riverLogger, Breakers: m.breakers})
 	if err != nil {
 		return err
 	}
@@ -157,6 +159,10 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	logger.Info("outbox is serving", "addr", m.listener.Addr().String(), "routes", routes, "schema_version", migrations.Latest)
 	return nil
 }
+
+// Breakers are the routes' circuit breakers on this replica, for the routes
+// listing and metrics. They are nil until Run.
+func (m *Main) Breakers() *jobs.Breakers { return m.breakers }
 
 // Addr is the address the HTTP server listens on.
 func (m *Main) Addr() string { return m.listener.Addr().String() }
