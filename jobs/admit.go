@@ -49,6 +49,9 @@ func (d *Deliverer) admit(ctx context.Context, log *slog.Logger, job *river.Job[
 		log.Debug("circuit breaker holds the delivery back; snoozing without using an attempt", "snooze", wait.String())
 		return nil, river.JobSnooze(wait)
 	}
+	if p.probe {
+		log.Info("sending this delivery as the circuit breaker's probe")
+	}
 	if r.limiter == nil {
 		return p, nil
 	}

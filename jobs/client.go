@@ -34,7 +34,8 @@ type ClientOptions struct {
 	// RiverLogger receives River's own logs; River is chatty at info.
 	RiverLogger *slog.Logger
 	// Breakers, when set, are the circuit breakers deliveries use, so the
-	// caller can show their state; otherwise the client makes its own.
+	// caller can show their state; otherwise the client makes its own. They
+	// must come from NewBreakers with the same config.
 	Breakers *Breakers
 }
 
