@@ -68,11 +68,13 @@ func TestHangingTarget(t *testing.T) {
 	checkNoLoss(t, p, "healthy", healthyKeys)
 	waitSettled(t, p, "healthy", healthyKeys, 60*time.Second)
 
+	// The target's clock starts when a request arrives, after outbox's
+	// has: it can see less than the timeout, never much more.
 	var longest time.Duration
 	for _, r := range hungUp() {
 		longest = max(longest, r.took)
-		if r.took < timeout-100*time.Millisecond || r.took > timeout+10*time.Second {
-			t.Errorf("outbox hung up on %s after %s; the route's timeout is %s", r.key, r.took, timeout)
+		if r.took > timeout+10*time.Second {
+			t.Errorf("outbox hung up on %s only after %s; the route's timeout is %s", r.key, r.took, timeout)
 		}
 	}
 	if peak := peakConcurrency(tg.log(), "hanging"); peak > 2 {
