@@ -55,7 +55,8 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	tmpRoot, err = os.MkdirTemp("", "outbox-faults-")
+	stopStaleClusters()
+	tmpRoot, err = os.MkdirTemp("", fmt.Sprintf("outbox-faults-%d-", os.Getpid()))
 	if err == nil {
 		// initdb and postgres run as an unprivileged user when we are
 		// root: it must reach the data directories below.
@@ -89,6 +90,29 @@ func TestMain(m *testing.M) {
 	}
 	_ = os.RemoveAll(tmpRoot)
 	os.Exit(code)
+}
+
+// stopStaleClusters stops the clusters of earlier runs whose process died
+// before it could (a CI timeout, say), and removes their directories.
+func stopStaleClusters() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "outbox-faults-*-*"))
+	for _, dir := range dirs {
+		var pid int
+		if _, err := fmt.Sscanf(filepath.Base(dir), "outbox-faults-%d-", &pid); err != nil {
+			continue
+		}
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
+			continue // that run is still going
+		}
+		versions, _ := filepath.Glob(filepath.Join(dir, "*", "PG_VERSION"))
+		for _, v := range versions {
+			c := &cluster{dir: filepath.Dir(v)}
+			if _, err := c.devdb("stop", "immediate"); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+			}
+		}
+		_ = os.RemoveAll(dir)
+	}
 }
 
 // suite skips the test unless the fault suite was asked for.
