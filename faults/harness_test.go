@@ -181,13 +181,27 @@ func shared(t *testing.T) *cluster {
 
 func (c *cluster) devdb(cmd, stopMode string) (string, error) {
 	run := exec.Command(filepath.Join(repoRoot, "scripts", "devdb.sh"), cmd)
-	run.Env = append(os.Environ(), "DEVDB_DIR="+c.dir, "DEVDB_PORT=54440", "DEVDB_STOP_MODE="+stopMode)
+	run.Env = append(os.Environ(), "DEVDB_DIR="+c.dir, fmt.Sprintf("DEVDB_PORT=%d", clusterPorts()), "DEVDB_STOP_MODE="+stopMode)
 	var stdout, stderr bytes.Buffer
 	run.Stdout, run.Stderr = &stdout, &stderr
 	if err := run.Run(); err != nil {
 		return "", fmt.Errorf("scripts/devdb.sh %s (DEVDB_DIR=%s): %v\n%s", cmd, c.dir, err, stderr.String())
 	}
 	return strings.TrimSpace(stdout.String()), nil
+}
+
+// clusterPorts is the first port tried for the suite's clusters: just below
+// the kernel's ephemeral range. A port in that range can be handed to any
+// socket (the suite's own listeners and connections included) while a
+// crashed cluster is down, and the cluster must come back on its port.
+func clusterPorts() int {
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		var low, high int
+		if _, err := fmt.Sscan(string(b), &low, &high); err == nil && low > 2048 {
+			return low - 200
+		}
+	}
+	return 54440
 }
 
 // crash stops Postgres the way a power cut would: no checkpoint, every
