@@ -7,15 +7,21 @@ BIN      := bin/outbox
 SQLC     := $(shell $(GO) env GOPATH)/bin/sqlc
 SQLC_VERSION := v1.31.1
 
-.PHONY: run test build vet generate db db-stop clean bench
+.PHONY: run test test-faults build vet generate db db-stop clean bench
 
 ## run: serve outbox.example.yaml with the demo target, on a local Postgres
 run: build
 	@scripts/run.sh
 
-## test: run every test with the race detector against a real Postgres
+## test: run every test with the race detector against a real Postgres, then the fault-injection suite
 test:
 	@url=$$(scripts/devdb.sh) && TEST_DATABASE_URL="$$url" $(GO) test -race -count=1 ./...
+	@$(MAKE) --no-print-directory test-faults
+
+## test-faults: the fault-injection suite: the real binary, SIGKILLs, Postgres crashes, failing and hanging
+## targets, on Postgres clusters of its own; its cases run in parallel, in about two minutes
+test-faults:
+	OUTBOX_FAULTS=1 $(GO) test -race -count=1 -v -parallel 8 -timeout 8m ./faults/
 
 ## bench: measure intake and delivery against pgbench baselines (see README, Performance)
 bench:

@@ -28,6 +28,16 @@ const (
 	DefaultGiveUpAfter         = 72 * time.Hour
 	DefaultConcurrency         = 8
 	DefaultSignatureTolerance  = 5 * time.Minute
+	// DefaultMaxInflightRequests is the intake's cap on webhook requests
+	// being handled at once. Far above what the database pool serves
+	// concurrently, it only bites when requests pile up waiting for a slow
+	// database, and then bounds the memory they hold.
+	DefaultMaxInflightRequests = 1024
+	// Circuit breaker defaults: open after this many consecutive retryable
+	// failures, stay open 30 s, doubling after each failed probe up to 5 min.
+	DefaultBreakerFailures    = 5
+	DefaultBreakerCooldown    = 30 * time.Second
+	DefaultBreakerMaxCooldown = 5 * time.Minute
 
 	// MaxKeyBytes is the longest idempotency key accepted.
 	MaxKeyBytes = 512
@@ -67,6 +77,10 @@ type Config struct {
 	// IntakeRetryAfter is the Retry-After sent with intake's 503 and 429
 	// answers.
 	IntakeRetryAfter Duration `yaml:"intake_retry_after"`
+	// MaxInflightRequests caps the webhook requests intake handles at once.
+	// Past it, intake sheds load with 429 and Retry-After rather than queue
+	// more requests behind a database that is not keeping up.
+	MaxInflightRequests int `yaml:"max_inflight_requests"`
 	// ShutdownTimeout bounds a graceful shutdown: in-flight requests and
 	// running deliveries get this long to finish.
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
@@ -97,6 +111,27 @@ type Route struct {
 	// Concurrency caps the deliveries in flight for the route on each
 	// replica. It is the MaxWorkers of the route's River queue.
 	Concurrency int `yaml:"concurrency"`
+	// RateLimit, when set, caps how many deliveries per second the route
+	// starts on each replica, so a target with a quota is not pushed past
+	// it. Zero means no limit.
+	RateLimit float64 `yaml:"rate_limit"`
+	// CircuitBreaker stops sending to a failing target for a while, so a
+	// sick target is not hammered and queued events keep their attempts.
+	CircuitBreaker CircuitBreaker `yaml:"circuit_breaker"`
+}
+
+// CircuitBreaker is a route's circuit breaker. After Failures consecutive
+// retryable failures the circuit opens: no delivery is sent for Cooldown,
+// then one probe is. A successful probe closes the circuit; a failed one
+// opens it again for twice as long, up to MaxCooldown.
+type CircuitBreaker struct {
+	// Failures is how many retryable failures in a row open the circuit.
+	Failures int `yaml:"failures"`
+	// Cooldown is how long an open circuit sends nothing before one probe;
+	// it doubles after each failed probe.
+	Cooldown Duration `yaml:"cooldown"`
+	// MaxCooldown caps the doubling cooldown.
+	MaxCooldown Duration `yaml:"max_cooldown"`
 }
 
 // Auth says how a route authenticates its sender. Exactly one mode is set.
@@ -295,6 +330,9 @@ func (c *Config) applyDefaults() {
 	setDefault(&c.IntakeTimeout, DefaultIntakeTimeout)
 	setDefault(&c.IntakeRetryAfter, DefaultIntakeRetryAfter)
 	setDefault(&c.ShutdownTimeout, DefaultShutdownTimeout)
+	if c.MaxInflightRequests == 0 {
+		c.MaxInflightRequests = DefaultMaxInflightRequests
+	}
 	if c.LogLevel == "" {
 		c.LogLevel = "info"
 	}
@@ -313,6 +351,11 @@ func (c *Config) applyDefaults() {
 		if r.Concurrency == 0 {
 			r.Concurrency = DefaultConcurrency
 		}
+		if r.CircuitBreaker.Failures == 0 {
+			r.CircuitBreaker.Failures = DefaultBreakerFailures
+		}
+		setDefault(&r.CircuitBreaker.Cooldown, DefaultBreakerCooldown)
+		setDefault(&r.CircuitBreaker.MaxCooldown, max(DefaultBreakerMaxCooldown, r.CircuitBreaker.Cooldown.D()))
 		if r.Auth.HMAC != nil {
 			if r.Auth.HMAC.Algorithm == "" {
 				r.Auth.HMAC.Algorithm = "sha256"

@@ -50,6 +50,11 @@ func TestParseAppliesDefaults(t *testing.T) {
 		{"retry.max_backoff", r.Retry.MaxBackoff.D(), time.Hour},
 		{"retry.give_up_after", r.Retry.GiveUpAfter.D(), 72 * time.Hour},
 		{"concurrency", r.Concurrency, 8},
+		{"max_inflight_requests", cfg.MaxInflightRequests, 1024},
+		{"rate_limit", r.RateLimit, 0.0},
+		{"circuit_breaker.failures", r.CircuitBreaker.Failures, 5},
+		{"circuit_breaker.cooldown", r.CircuitBreaker.Cooldown.D(), 30 * time.Second},
+		{"circuit_breaker.max_cooldown", r.CircuitBreaker.MaxCooldown.D(), 5 * time.Minute},
 	}
 	for _, c := range checks {
 		if c.got != c.want {
@@ -214,6 +219,26 @@ func TestErrorsNameTheField(t *testing.T) {
 		{"not yaml", func(string) string { return "routes: [\n" }, nil, []string{"invalid YAML"}},
 		{"no routes", func(string) string { return "database_url: postgres://x/y\nadmin_token: " + token + "\n" }, nil,
 			[]string{"routes: at least one route is required"}},
+		{"unknown circuit_breaker key", func(s string) string {
+			return strings.Replace(s, "auth: {none: true}", "auth: {none: true}\n    circuit_breaker: {failure: 3}", 1)
+		}, nil, []string{`unknown key "failure" in routes[0].circuit_breaker (known keys: failures, cooldown, max_cooldown)`}},
+		{"bad circuit_breaker values", func(s string) string {
+			return strings.Replace(s, "auth: {none: true}", "auth: {none: true}\n    circuit_breaker: {failures: 0, cooldown: 100ms, max_cooldown: 50ms}", 1)
+		}, nil, []string{
+			"routes[0] (genesys).circuit_breaker.cooldown: 100ms is too short: use at least 1s",
+			"routes[0] (genesys).circuit_breaker.max_cooldown: 50ms is shorter than cooldown 100ms",
+		}},
+		{"negative failures", func(s string) string {
+			return strings.Replace(s, "auth: {none: true}", "auth: {none: true}\n    circuit_breaker: {failures: -1}", 1)
+		}, nil, []string{"routes[0] (genesys).circuit_breaker.failures: must be at least 1"}},
+		{"negative rate_limit", func(s string) string {
+			return strings.Replace(s, "auth: {none: true}", "auth: {none: true}\n    rate_limit: -2", 1)
+		}, nil, []string{"routes[0] (genesys).rate_limit: must be a positive number of requests per second"}},
+		{"rate_limit not a number", func(s string) string {
+			return strings.Replace(s, "auth: {none: true}", "auth: {none: true}\n    rate_limit: fast", 1)
+		}, nil, []string{"line 7: cannot use the text `fast` as a number"}},
+		{"bad max_inflight_requests", func(s string) string { return s + "max_inflight_requests: -5\n" }, nil,
+			[]string{"max_inflight_requests: must be at least 1"}},
 		{"bad standard webhooks secret", func(s string) string {
 			return strings.Replace(s, "auth: {none: true}", "auth: {standard_webhooks: {secret: 'whsec_!!!'}}", 1)
 		}, nil, []string{"is not a Standard Webhooks secret"}},
@@ -231,6 +256,24 @@ func TestErrorsNameTheField(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestFaultToleranceKeys reads the breaker, rate limit and in-flight cap as
+// written, and keeps max_cooldown at least cooldown when only cooldown is set.
+func TestFaultToleranceKeys(t *testing.T) {
+	t.Parallel()
+	doc := strings.Replace(minimal, "auth: {none: true}", "auth: {none: true}\n    rate_limit: 2.5\n    circuit_breaker: {failures: 3, cooldown: 10m}", 1) +
+		"max_inflight_requests: 64\n"
+	cfg, err := Parse([]byte(doc), env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := cfg.Routes[0]
+	if cfg.MaxInflightRequests != 64 || r.RateLimit != 2.5 || r.CircuitBreaker.Failures != 3 ||
+		r.CircuitBreaker.Cooldown.D() != 10*time.Minute || r.CircuitBreaker.MaxCooldown.D() != 10*time.Minute {
+		t.Errorf("got max_inflight_requests %d, rate_limit %v, circuit_breaker %d/%s/%s", cfg.MaxInflightRequests, r.RateLimit,
+			r.CircuitBreaker.Failures, r.CircuitBreaker.Cooldown.D(), r.CircuitBreaker.MaxCooldown.D())
 	}
 }
 

@@ -183,7 +183,7 @@ func cleanYAMLError(err error) error {
 		e = strings.Replace(e, "cannot unmarshal !!int", "cannot use the number", 1)
 		e = strings.Replace(e, "cannot unmarshal !!bool", "cannot use the boolean", 1)
 		for _, goType := range []struct{ from, to string }{
-			{"into int64", "as a whole number"}, {"into int", "as a whole number"},
+			{"into int64", "as a whole number"}, {"into int", "as a whole number"}, {"into float64", "as a number"},
 			{"into bool", "as true or false"}, {"into string", "as text"},
 			{"into []config.KeySource", "as a list of key sources"}, {"into []config.Route", "as a list of routes"},
 			{"into []string", "as a list of text values"}, {"into map[string]string", "as a mapping of names to values"},

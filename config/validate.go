@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -54,6 +55,9 @@ func (c *Config) validate() error {
 	}
 	if c.IntakeRetryAfter.D() < 1e9 {
 		p.add("intake_retry_after", "must be at least 1s (Retry-After is sent in whole seconds)")
+	}
+	if c.MaxInflightRequests < 1 {
+		p.add("max_inflight_requests", "must be at least 1")
 	}
 	if !c.DeadLetterRetention.Forever() && c.DeadLetterRetention.D() < 1e9*60 {
 		p.add("dead_letter_retention", "%s is too short to act on: use at least 1m, or forever", c.DeadLetterRetention)
@@ -154,6 +158,19 @@ func (r *Route) validate(field string, p *problems) {
 	}
 	if r.Concurrency < 1 {
 		p.add(field+".concurrency", "must be at least 1")
+	}
+	if r.RateLimit < 0 || math.IsNaN(r.RateLimit) || math.IsInf(r.RateLimit, 0) {
+		p.add(field+".rate_limit", "must be a positive number of requests per second, or left out for no limit")
+	}
+	cb := &r.CircuitBreaker
+	if cb.Failures < 1 {
+		p.add(field+".circuit_breaker.failures", "must be at least 1")
+	}
+	if cb.Cooldown.D() < time.Second {
+		p.add(field+".circuit_breaker.cooldown", "%s is too short: use at least 1s", cb.Cooldown.D())
+	}
+	if cb.MaxCooldown.D() < cb.Cooldown.D() {
+		p.add(field+".circuit_breaker.max_cooldown", "%s is shorter than cooldown %s", cb.MaxCooldown.D(), cb.Cooldown.D())
 	}
 }
 

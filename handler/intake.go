@@ -2,6 +2,7 @@ package handler
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -43,6 +45,10 @@ type Intake struct {
 	retryAfter time.Duration
 	now        func() time.Time
 	bufs       sync.Pool
+	// inflight counts webhook requests being handled; past maxInflight,
+	// intake answers 429 instead of queueing more behind the database.
+	inflight    atomic.Int64
+	maxInflight int64
 }
 
 type intakeRoute struct {
@@ -61,7 +67,9 @@ func NewIntake(cfg *config.Config, acceptor Acceptor, logger *slog.Logger) (*Int
 		timeout:    cfg.IntakeTimeout.D(),
 		retryAfter: cfg.IntakeRetryAfter.D(),
 		now:        time.Now,
-		bufs:       sync.Pool{New: func() any { return new(bytes.Buffer) }},
+		// A config built in code rather than parsed has no default yet.
+		maxInflight: int64(cmp.Or(cfg.MaxInflightRequests, config.DefaultMaxInflightRequests)),
+		bufs:        sync.Pool{New: func() any { return new(bytes.Buffer) }},
 	}
 	for i := range cfg.Routes {
 		rc := &cfg.Routes[i]
@@ -86,7 +94,8 @@ func NewIntake(cfg *config.Config, acceptor Acceptor, logger *slog.Logger) (*Int
 // (415) and by content (400), and it has an idempotency key (422). Then it
 // stores the event and its delivery job in one transaction, and answers 200
 // only after the commit. A database that fails or is slower than
-// intake_timeout gets 503 with Retry-After.
+// intake_timeout gets 503 with Retry-After, and a request beyond
+// max_inflight_requests gets 429 with Retry-After before its body is read.
 func (in *Intake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	name := mux.Vars(r)["route"]
 	rt := in.routes[name]
@@ -95,6 +104,20 @@ func (in *Intake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	log := in.logger.With("route", name, "request_id", RequestID(r.Context()))
+
+	// Shed load before reading the body: each request in flight holds its
+	// body and, soon, a wait for a database connection.
+	if n := in.inflight.Add(1); n > in.maxInflight {
+		in.inflight.Add(-1)
+		log.Info("intake shedding load", "status", http.StatusTooManyRequests, "max_inflight_requests", in.maxInflight)
+		writeError(w, &Error{
+			Status:     http.StatusTooManyRequests,
+			Message:    fmt.Sprintf("the event was not stored because %d webhooks are already being handled (max_inflight_requests); retry later", in.maxInflight),
+			RetryAfter: in.retryAfter,
+		})
+		return
+	}
+	defer in.inflight.Add(-1)
 
 	buf := in.bufs.Get().(*bytes.Buffer)
 	buf.Reset()

@@ -206,7 +206,10 @@ func TestDuplicateAnswers200WithoutNewRows(t *testing.T) {
 
 func TestConcurrentSameKeyGivesOneRowOneJob(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
+	// 50 transactions queue on one key and a small pool: on a busy machine
+	// the first commit can take longer than baseConfig's 500ms budget, and
+	// this test is about deduplication, not the budget.
+	b := setupWithPool(t, poolFor(t), strings.Replace(baseConfig, "intake_timeout: 500ms", "intake_timeout: 15s", 1))
 	const n = 50
 	var wg sync.WaitGroup
 	statuses := make([]string, n)
@@ -446,6 +449,77 @@ func TestSlowDatabaseAnswers503(t *testing.T) {
 	// The sender's retry then succeeds.
 	if a := b.post(t, "genesys", []byte(`{"id":"slow"}`), nil); a.decoded["status"] != "accepted" {
 		t.Errorf("retry after the lock: %s", a.raw)
+	}
+}
+
+// TestInflightCapAnswers429: with max_inflight_requests requests waiting on
+// a blocked database, the next one is shed at once with 429, Retry-After and
+// a JSON error; the waiting ones still get their answer.
+func TestInflightCapAnswers429(t *testing.T) {
+	t.Parallel()
+	doc := strings.Replace(baseConfig, "intake_timeout: 500ms", "intake_timeout: 10s\nmax_inflight_requests: 2", 1)
+	b := setupWithPool(t, poolFor(t), doc)
+	ctx := context.Background()
+	tx, err := b.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	if _, err := tx.Exec(ctx, `LOCK TABLE events IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	answers := make(chan answer, 2)
+	for i := range 2 {
+		go func() { answers <- b.post(t, "genesys", fmt.Appendf(nil, `{"id":"held-%d"}`, i), nil) }()
+	}
+	// Wait until both hold the lock's queue.
+	deadline := time.Now().Add(10 * time.Second)
+	for b.count(t, `SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'events'::regclass`) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("the two requests never queued on the lock")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	a := b.post(t, "genesys", []byte(`{"id":"shed"}`), nil)
+	if a.status != 429 || a.header.Get("Retry-After") != "30" || !strings.Contains(a.decoded["error"], "max_inflight_requests") {
+		t.Fatalf("third request: %d Retry-After=%q %s, want 429 with Retry-After 30 and a JSON error", a.status, a.header.Get("Retry-After"), a.raw)
+	}
+	_ = tx.Rollback(ctx)
+	for range 2 {
+		if a := <-answers; a.status != 200 {
+			t.Errorf("a held request got %d %s after the lock was released", a.status, a.raw)
+		}
+	}
+	// The slots are free again.
+	if a := b.post(t, "genesys", []byte(`{"id":"shed"}`), nil); a.decoded["status"] != "accepted" {
+		t.Errorf("after the load passed: %s", a.raw)
+	}
+}
+
+// TestPoolExhaustedAnswers503WithinBudget: when no pool connection can be
+// had, intake still answers 503 at intake_timeout instead of waiting.
+func TestPoolExhaustedAnswers503WithinBudget(t *testing.T) {
+	t.Parallel()
+	dbURL := testdb.URL(t)
+	pool, err := pgxpool.New(context.Background(), dbURL+"&pool_max_conns=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	held, err := pool.Acquire(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Release()
+	b := setupWithPool(t, pool, baseConfig)
+	start := time.Now()
+	a := b.post(t, "genesys", []byte(`{"id":"no-conn"}`), nil)
+	elapsed := time.Since(start)
+	if a.status != 503 || a.header.Get("Retry-After") != "30" || !strings.Contains(a.decoded["error"], "did not answer within 500ms") {
+		t.Fatalf("got %d %s, want 503 with Retry-After", a.status, a.raw)
+	}
+	if elapsed > 3*time.Second {
+		t.Errorf("answered after %s; intake_timeout is 500ms", elapsed)
 	}
 }
 

@@ -38,6 +38,10 @@ type ClientOptions struct {
 	// Metrics records every delivery attempt. Nil records to a private,
 	// unserved registry.
 	Metrics *Metrics
+	// Breakers, when set, are the circuit breakers deliveries use, so the
+	// caller can show their state; otherwise the client makes its own. They
+	// must come from NewBreakers with the same config.
+	Breakers *Breakers
 }
 
 // NewClient returns the River client that runs deliveries: one queue per
@@ -47,6 +51,9 @@ func NewClient(pool *pgxpool.Pool, st *store.Store, cfg *config.Config, opts Cli
 	deliverer, err := NewDeliverer(st, cfg, opts.Logger)
 	if err != nil {
 		return nil, err
+	}
+	if opts.Breakers != nil {
+		deliverer.breakers = opts.Breakers
 	}
 	workers := river.NewWorkers()
 	if err := river.AddWorkerSafely(workers, deliverer); err != nil {

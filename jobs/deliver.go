@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/riverqueue/river"
+	"golang.org/x/time/rate"
 
 	"github.com/webhook-outbox/webhook-outbox/config"
 	"github.com/webhook-outbox/webhook-outbox/store"
@@ -38,17 +39,19 @@ const minSnooze = time.Second
 type Deliverer struct {
 	river.WorkerDefaults[store.DeliverArgs]
 
-	store  *store.Store
-	routes map[string]*route
-	client *http.Client
-	logger *slog.Logger
-	now    func() time.Time
+	store    *store.Store
+	routes   map[string]*route
+	client   *http.Client
+	logger   *slog.Logger
+	now      func() time.Time
+	breakers *Breakers
 }
 
 type route struct {
 	cfg     *config.Route
 	target  *url.URL
 	headers http.Header
+	limiter *rate.Limiter // nil without a rate_limit
 }
 
 // NewDeliverer returns a Deliverer for cfg's routes.
@@ -66,16 +69,21 @@ func NewDeliverer(st *store.Store, cfg *config.Config, logger *slog.Logger) (*De
 		}
 		headers.Set("User-Agent", "webhook-outbox/1")
 		headers.Set(HeaderRoute, rc.Name)
-		routes[rc.Name] = &route{cfg: rc, target: target, headers: headers}
+		routes[rc.Name] = &route{cfg: rc, target: target, headers: headers, limiter: newRateLimiter(rc.RateLimit)}
 	}
 	return &Deliverer{
-		store:  st,
-		routes: routes,
-		client: newHTTPClient(),
-		logger: logger,
-		now:    time.Now,
+		store:    st,
+		routes:   routes,
+		client:   newHTTPClient(),
+		logger:   logger,
+		now:      time.Now,
+		breakers: NewBreakers(cfg, logger),
 	}, nil
 }
+
+// Breakers returns the routes' circuit breakers on this replica, for the
+// routes listing and metrics.
+func (d *Deliverer) Breakers() *Breakers { return d.breakers }
 
 // newHTTPClient returns a client that keeps connections to targets alive
 // and never follows redirects: a redirected POST would silently change
@@ -146,6 +154,11 @@ func (d *Deliverer) Work(ctx context.Context, job *river.Job[store.DeliverArgs])
 		log.Error("route is not configured; cancelling delivery")
 		return river.JobCancel(fmt.Errorf("route %s is not configured on the replica that ran this job: add the route back, then retry the dead letter", job.Args.Route))
 	}
+	p, err := d.admit(ctx, log, job, r)
+	if err != nil {
+		return err
+	}
+	defer p.release() // when no request was sent
 	ev, err := d.store.EventForDelivery(ctx, job.Args.EventID, job.Args.ReceivedAt)
 	if errors.Is(err, store.ErrNotFound) {
 		log.Error("event is no longer stored; cancelling delivery")
@@ -157,6 +170,7 @@ func (d *Deliverer) Work(ctx context.Context, job *river.Job[store.DeliverArgs])
 	}
 
 	out := d.attempt(ctx, r, ev, job.Attempt)
+	p.record(out.Verdict, out.Message, d.now())
 	log = log.With("outcome", out.Verdict.String(), "status", out.Status)
 
 	deadline := giveUpAt(job, r.cfg)

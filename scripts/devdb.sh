@@ -12,6 +12,14 @@
 # Only the URL goes to stdout; progress goes to stderr.
 #
 # Usage: scripts/devdb.sh [start|stop|status]
+#
+# The fault-injection suite (faults/) runs clusters of its own, which it
+# stops and restarts, through these variables:
+#   DEVDB_DIR        the cluster's data directory (default .pgdata/); when set,
+#                    DATABASE_URL is ignored: that cluster is what is wanted
+#   DEVDB_PORT       the first port to try (default 54329); 100 are tried
+#   DEVDB_STOP_MODE  pg_ctl's stop mode: fast (default), or immediate to
+#                    crash the server as a power cut would
 set -euo pipefail
 
 cmd=${1:-start}
@@ -45,7 +53,7 @@ reachable() { # URL
 
 bindir=$(find_bindir || true)
 
-if [ "$cmd" = start ] && [ -n "${DATABASE_URL:-}" ]; then
+if [ "$cmd" = start ] && [ -z "${DEVDB_DIR:-}" ] && [ -n "${DATABASE_URL:-}" ]; then
 	if reachable "$bindir" "$DATABASE_URL"; then
 		say "using DATABASE_URL"
 		echo "$DATABASE_URL"
@@ -82,13 +90,13 @@ as_pg() {
 
 # The data directory is project-local, unless the unprivileged user cannot
 # reach it (a checkout under a private home directory, say).
-datadir=$root/.pgdata
+datadir=${DEVDB_DIR:-$root/.pgdata}
 if [ -n "$asroot" ]; then
 	mkdir -p "$datadir"
 	chown "$pguser" "$datadir"
 	chmod 700 "$datadir"
 	if ! as_pg test -w "$datadir" 2>/dev/null; then
-		datadir=${TMPDIR:-/tmp}/webhook-outbox-pg-$(printf '%s' "$root" | cksum | cut -d' ' -f1)
+		datadir=${TMPDIR:-/tmp}/webhook-outbox-pg-$(printf '%s' "$datadir" | cksum | cut -d' ' -f1)
 		say "$pguser cannot write under $root; using $datadir instead"
 		mkdir -p "$datadir"
 		chown "$pguser" "$datadir"
@@ -104,7 +112,7 @@ running() { [ -f "$datadir/postmaster.pid" ] && as_pg "$bindir/pg_ctl" -D "$data
 
 case "$cmd" in
 stop)
-	if running; then as_pg "$bindir/pg_ctl" -D "$datadir" -m fast -w stop >&2; else say "not running"; fi
+	if running; then as_pg "$bindir/pg_ctl" -D "$datadir" -m "${DEVDB_STOP_MODE:-fast}" -w stop >&2; else say "not running"; fi
 	exit 0 ;;
 status)
 	if running; then say "running on port $(cat "$portfile")"; url_for "$(cat "$portfile")"; exit 0; fi
@@ -115,8 +123,10 @@ esac
 
 if [ ! -f "$datadir/PG_VERSION" ]; then
 	say "creating a private Postgres cluster in $datadir"
-	as_pg "$bindir/initdb" -D "$datadir" --username=outbox --auth=trust --encoding=UTF8 --locale=C >"${TMPDIR:-/tmp}/outbox-initdb.log" 2>&1 || {
-		cat "${TMPDIR:-/tmp}/outbox-initdb.log" >&2; exit 1; }
+	initlog=$(mktemp)
+	as_pg "$bindir/initdb" -D "$datadir" --username=outbox --auth=trust --encoding=UTF8 --locale=C >"$initlog" 2>&1 || {
+		cat "$initlog" >&2; rm -f "$initlog"; exit 1; }
+	rm -f "$initlog"
 	{
 		echo "listen_addresses = '127.0.0.1'"
 		echo "unix_socket_directories = '$datadir'"
@@ -131,11 +141,12 @@ if ! running; then
 	port=""
 	if [ -f "$portfile" ] && ! port_in_use "$(cat "$portfile")"; then port=$(cat "$portfile"); fi
 	if [ -z "$port" ]; then
-		for p in $(seq 54329 54429); do
+		first=${DEVDB_PORT:-54329}
+		for p in $(seq "$first" $((first + 100))); do
 			if ! port_in_use "$p"; then port=$p; break; fi
 		done
 	fi
-	[ -n "$port" ] || { say "no free port between 54329 and 54429"; exit 1; }
+	[ -n "$port" ] || { say "no free port between ${DEVDB_PORT:-54329} and $((${DEVDB_PORT:-54329} + 100))"; exit 1; }
 	echo "$port" | as_pg tee "$portfile" >/dev/null
 	say "starting the private cluster on 127.0.0.1:$port"
 	if ! as_pg "$bindir/pg_ctl" -D "$datadir" -o "-p $port" -l "$logfile" -w -t 60 start >/dev/null; then

@@ -99,6 +99,7 @@ type Main struct {
 	served    chan error
 	stopUI    context.CancelFunc
 	batcher   *store.Batcher
+	breakers  *jobs.Breakers
 	// stopPauses stops the periodic pause reconciliation.
 	stopPauses func()
 }
@@ -151,10 +152,13 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 	registry := newRegistry()
 	m.registry = registry
+	metrics := jobs.NewMetrics(registry, routes)
+	m.breakers = jobs.NewBreakers(cfg, logger.With("component", "delivery"))
 	m.river, err = jobs.NewClient(m.pool, st, cfg, jobs.ClientOptions{
 		Logger:      logger.With("component", "delivery"),
 		RiverLogger: riverLogger,
-		Metrics:     jobs.NewMetrics(registry, routes),
+		Metrics:     metrics,
+		Breakers:    m.breakers,
 	})
 	if err != nil {
 		return err
@@ -257,6 +261,10 @@ func runInBackground(ctx context.Context, f func(context.Context)) (stop func())
 		<-done
 	}
 }
+
+// Breakers are the routes' circuit breakers on this replica, for the routes
+// listing and metrics. They are nil until Run.
+func (m *Main) Breakers() *jobs.Breakers { return m.breakers }
 
 // Addr is the address the HTTP server listens on.
 func (m *Main) Addr() string { return m.listener.Addr().String() }
