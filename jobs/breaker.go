@@ -99,6 +99,19 @@ func (bs *Breakers) State(route string) (BreakerStatus, bool) {
 
 func (bs *Breakers) get(route string) *breaker { return bs.byRoute[route] }
 
+// Observe calls fn with every route's current state, then on every state
+// change, for the circuit state metric. fn runs under the breaker's lock, so
+// it must be quick (setting a gauge is).
+func (bs *Breakers) Observe(fn func(route string, state BreakerState)) {
+	for _, name := range bs.order {
+		b := bs.byRoute[name]
+		b.mu.Lock()
+		b.observer = fn
+		fn(b.route, b.state)
+		b.mu.Unlock()
+	}
+}
+
 // waitForProbe is how long a delivery that may not be sent while a probe,
 // or a run of failures, is being settled is snoozed: short, because the
 // answer usually comes within milliseconds, and jittered so that waiting
@@ -132,6 +145,7 @@ type breaker struct {
 	probing     bool
 	opened      uint64
 	lastError   string
+	observer    func(route string, state BreakerState)
 }
 
 // permit is the breaker's answer to "may this delivery be sent now?". A
@@ -254,6 +268,9 @@ func (b *breaker) close(now time.Time) {
 // setState moves to state and starts a new generation, so that permits
 // granted before the change cannot skew the counts after it.
 func (b *breaker) setState(state BreakerState, now time.Time) {
+	if b.observer != nil && b.state != state {
+		b.observer(b.route, state)
+	}
 	b.state = state
 	b.since = now
 	b.generation++

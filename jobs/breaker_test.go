@@ -152,3 +152,32 @@ func TestBreakerReleasedProbe(t *testing.T) {
 	next.record(Delivered, "", now)
 	b.mustState(t, BreakerClosed)
 }
+
+// TestBreakerObserverSeesEveryChange: the circuit state metric hears the
+// start state and every change.
+func TestBreakerObserverSeesEveryChange(t *testing.T) {
+	t.Parallel()
+	cfg := &config.Config{Routes: []config.Route{{Name: "r", CircuitBreaker: config.CircuitBreaker{
+		Failures: 1, Cooldown: config.NewDuration(10 * time.Second), MaxCooldown: config.NewDuration(time.Minute),
+	}}}}
+	bs := NewBreakers(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	var seen []BreakerState
+	bs.Observe(func(route string, s BreakerState) {
+		if route == "r" {
+			seen = append(seen, s)
+		}
+	})
+	b, now := bs.get("r"), time.Now()
+	b.allow(now).record(Retry, "500", now)
+	later := now.Add(11 * time.Second)
+	b.allow(later).record(Delivered, "", later)
+	want := []BreakerState{BreakerClosed, BreakerOpen, BreakerHalfOpen, BreakerClosed}
+	if len(seen) != len(want) {
+		t.Fatalf("observer saw %v, want %v", seen, want)
+	}
+	for i := range want {
+		if seen[i] != want[i] {
+			t.Fatalf("observer saw %v, want %v", seen, want)
+		}
+	}
+}

@@ -75,6 +75,9 @@ func NewClient(pool *pgxpool.Pool, st *store.Store, cfg *config.Config, opts Cli
 	if metrics == nil {
 		metrics = NewMetrics(prometheus.NewRegistry(), nil)
 	}
+	deliverer.breakers.Observe(func(route string, state BreakerState) {
+		metrics.SetCircuitState(route, circuitState(state))
+	})
 	client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
 		Logger:            opts.RiverLogger,
 		Queues:            queues,

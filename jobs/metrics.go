@@ -94,6 +94,17 @@ func NewMetrics(reg prometheus.Registerer, routes []string) *Metrics {
 	return m
 }
 
+// circuitState maps a breaker's state to the gauge's value.
+func circuitState(s BreakerState) CircuitState {
+	switch s {
+	case BreakerOpen:
+		return CircuitOpen
+	case BreakerHalfOpen:
+		return CircuitHalfOpen
+	}
+	return CircuitClosed
+}
+
 // SetCircuitState publishes route's circuit breaker state. It is the hook
 // for the breaker: call it on every transition (and once per route at
 // start). Until something calls it, outbox_circuit_state has no series,

@@ -22,6 +22,9 @@ type Admin struct {
 	cfg    *config.Config
 	routes map[string]*config.Route
 	now    func() time.Time
+	// circuits reports this replica's circuit breakers, when it runs
+	// deliveries.
+	circuits func(route string) (CircuitInfo, bool)
 }
 
 // NewAdmin returns an Admin for cfg's routes. jobs may be an insert-only

@@ -28,7 +28,24 @@ type RouteStatus struct {
 	// DeliveredLastHour counts deliveries that succeeded in the last hour.
 	DeliveredLastHour int64 `json:"delivered_last_hour"`
 	Concurrency       int   `json:"concurrency"`
+	// Circuit is the route's circuit breaker on the replica that answered
+	// (each replica has its own). The CLI, which runs no deliveries, has
+	// none to show.
+	Circuit *CircuitInfo `json:"circuit,omitempty"`
 }
+
+// CircuitInfo is a route's circuit breaker state on one replica.
+type CircuitInfo struct {
+	// State is closed, open or half-open.
+	State               string     `json:"state"`
+	Since               time.Time  `json:"since"`
+	OpenUntil           *time.Time `json:"open_until,omitempty"`
+	ConsecutiveFailures int        `json:"consecutive_failures"`
+	LastError           string     `json:"last_error,omitempty"`
+}
+
+// SetCircuits lets Routes report this replica's circuit breakers.
+func (a *Admin) SetCircuits(fn func(route string) (CircuitInfo, bool)) { a.circuits = fn }
 
 // Backlog splits the events waiting for delivery by why they wait.
 type Backlog struct {
@@ -116,6 +133,13 @@ func (a *Admin) Routes(ctx context.Context) ([]RouteStatus, error) {
 		// River's row may be gone (its queue cleaner); ours still holds.
 		if s := byName[p.Route]; s != nil && !s.Paused {
 			s.Paused, s.PausedAt = true, &p.PausedAt
+		}
+	}
+	if a.circuits != nil {
+		for i := range out {
+			if c, ok := a.circuits(out[i].Name); ok {
+				out[i].Circuit = &c
+			}
 		}
 	}
 	return out, nil

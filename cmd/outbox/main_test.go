@@ -223,6 +223,28 @@ func TestEndToEnd(t *testing.T) {
 	if resp.StatusCode != 200 {
 		t.Errorf("/readyz = %d", resp.StatusCode)
 	}
+
+	// The routes listing and /metrics show the route's circuit breaker.
+	req, _ := http.NewRequest(http.MethodGet, base+"/admin/v1/routes", nil)
+	req.Header.Set("Authorization", "Bearer "+testAdminToken)
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(raw), `"circuit":{"state":"closed"`) || !strings.Contains(string(raw), `"delivered_last_hour":3`) {
+		t.Errorf("routes listing: %s", raw)
+	}
+	resp, err = http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(raw), `outbox_circuit_state{route="genesys"} 0`) {
+		t.Errorf("/metrics has no closed circuit for genesys")
+	}
 }
 
 // runBinary runs the outbox binary to completion.

@@ -170,6 +170,17 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		return err
 	}
 	admin := store.NewAdmin(st, m.river, cfg)
+	admin.SetCircuits(func(route string) (store.CircuitInfo, bool) {
+		b, ok := m.breakers.State(route)
+		if !ok {
+			return store.CircuitInfo{}, false
+		}
+		c := store.CircuitInfo{State: string(b.State), Since: b.Since, ConsecutiveFailures: b.ConsecutiveFailures, LastError: b.LastError}
+		if !b.OpenUntil.IsZero() {
+			c.OpenUntil = &b.OpenUntil
+		}
+		return c, true
+	})
 	// Restore pauses before the workers start, so that a paused route's
 	// queue is paused from its first fetch.
 	if err := admin.ReconcilePauses(ctx, logger); err != nil {
