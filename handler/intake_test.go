@@ -457,7 +457,7 @@ func TestSlowDatabaseAnswers503(t *testing.T) {
 // a JSON error; the waiting ones still get their answer.
 func TestInflightCapAnswers429(t *testing.T) {
 	t.Parallel()
-	doc := strings.Replace(baseConfig, "intake_timeout: 500ms", "intake_timeout: 10s\nmax_inflight_requests: 2", 1)
+	doc := strings.Replace(baseConfig, "intake_timeout: 10s", "intake_timeout: 10s\nmax_inflight_requests: 2", 1)
 	b := setupWithPool(t, poolFor(t), doc)
 	ctx := context.Background()
 	tx, err := b.pool.Begin(ctx)
@@ -511,7 +511,7 @@ func TestPoolExhaustedAnswers503WithinBudget(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer held.Release()
-	b := setupWithPool(t, pool, baseConfig)
+	b := setupWithPool(t, pool, strings.Replace(baseConfig, "intake_timeout: 10s", "intake_timeout: 500ms", 1))
 	start := time.Now()
 	a := b.post(t, "genesys", []byte(`{"id":"no-conn"}`), nil)
 	elapsed := time.Since(start)
