@@ -7,6 +7,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -31,6 +32,12 @@ type RouterOptions struct {
 	AdminToken string
 	// RiverUI is served at /riverui/ behind AdminToken; nil turns it off.
 	RiverUI http.Handler
+	// AdminFailures slows down failed admin authentications per client
+	// address; the zero value uses the defaults.
+	AdminFailures FailureLimit
+	// TrustedProxies are the reverse proxies whose X-Forwarded-For names
+	// the client's address.
+	TrustedProxies []netip.Prefix
 }
 
 // NewRouter returns the HTTP handler for the whole service.
@@ -40,16 +47,17 @@ func NewRouter(opts RouterOptions) http.Handler {
 	r.HandleFunc("/healthz", healthz).Methods(http.MethodGet, http.MethodHead)
 	r.Handle("/readyz", readyz(opts.Readiness, opts.Logger)).Methods(http.MethodGet, http.MethodHead)
 	r.Handle("/metrics", promhttp.Handler()).Methods(http.MethodGet)
+	guard := newAdminGuard(opts)
 	if opts.Admin != nil {
 		api := &adminAPI{admin: opts.Admin, logger: opts.Logger, now: time.Now}
 		sub := mux.NewRouter()
 		api.mount(sub.PathPrefix("/admin/v1").Subrouter())
 		sub.NotFoundHandler, sub.MethodNotAllowedHandler = notFound, methodNotAllowed
-		r.PathPrefix("/admin/").Handler(adminAuth(opts.AdminToken, sub))
+		r.PathPrefix("/admin/").Handler(guard.wrap(sub))
 	}
 	if opts.RiverUI != nil {
 		r.Handle(RiverUIPrefix, http.RedirectHandler(RiverUIPrefix+"/", http.StatusMovedPermanently))
-		r.PathPrefix(RiverUIPrefix + "/").Handler(adminAuth(opts.AdminToken, opts.RiverUI))
+		r.PathPrefix(RiverUIPrefix + "/").Handler(guard.wrap(opts.RiverUI))
 	}
 	r.NotFoundHandler, r.MethodNotAllowedHandler = notFound, methodNotAllowed
 	return recoverer(opts.Logger, r)
