@@ -1,0 +1,32 @@
+package handler_test
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestJSONDepthIsBounded: a body nested deeper than MaxJSONDepth is a 400
+// that says so, and nothing is stored; 64 levels are fine.
+func TestJSONDepthIsBounded(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	nested := func(id string, levels int) []byte {
+		// The top-level object is the first level.
+		return []byte(`{"id":"` + id + `","x":` + strings.Repeat("[", levels-1) + strings.Repeat("]", levels-1) + `}`)
+	}
+	if a := b.post(t, "open", nested("d64", 64), nil); a.status != 200 {
+		t.Errorf("64 levels: %d %s", a.status, a.raw)
+	}
+	a := b.post(t, "open", nested("d65", 65), nil)
+	if a.status != 400 || a.decoded["error"] != "the body is refused: its JSON nests arrays and objects more than 64 levels deep" {
+		t.Errorf("65 levels: %d %s", a.status, a.raw)
+	}
+	// Deep and unterminated is simply invalid JSON.
+	a = b.post(t, "open", []byte(strings.Repeat("[", 1500)), nil)
+	if a.status != 400 || !strings.Contains(a.decoded["error"], "not valid JSON") {
+		t.Errorf("unterminated: %d %s", a.status, a.raw)
+	}
+	if n := b.count(t, `SELECT count(*) FROM events WHERE key <> 'd64'`); n != 0 {
+		t.Errorf("%d refused events stored", n)
+	}
+}
