@@ -49,6 +49,7 @@ type route struct {
 	cfg     *config.Route
 	target  *url.URL
 	headers http.Header
+	signer  *signer // nil unless target.signing_secret is set
 }
 
 // NewDeliverer returns a Deliverer for cfg's routes.
@@ -66,7 +67,7 @@ func NewDeliverer(st *store.Store, cfg *config.Config, logger *slog.Logger) (*De
 		}
 		headers.Set("User-Agent", "webhook-outbox/1")
 		headers.Set(HeaderRoute, rc.Name)
-		routes[rc.Name] = &route{cfg: rc, target: target, headers: headers}
+		routes[rc.Name] = &route{cfg: rc, target: target, headers: headers, signer: newSigner(rc.Target.SigningKeys())}
 	}
 	return &Deliverer{
 		store:  st,
@@ -203,6 +204,7 @@ func (d *Deliverer) attempt(ctx context.Context, r *route, ev *store.DeliveryEve
 	req.Header.Set("Content-Type", ev.ContentType)
 	req.Header.Set(HeaderKey, ev.Key)
 	req.Header.Set(HeaderAttempt, strconv.Itoa(attempt))
+	r.signer.sign(req.Header, ev.Key, d.now(), ev.Body)
 
 	start := d.now()
 	resp, err := d.client.Do(req)
