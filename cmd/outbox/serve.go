@@ -90,6 +90,8 @@ type Main struct {
 	listener net.Listener
 	served   chan error
 	stopUI   context.CancelFunc
+	// limits replaces defaultHTTPLimits when set (tests shorten them).
+	limits *httpLimits
 	// stopBackground stops periodic work and waits for it.
 	stopBackground func()
 }
@@ -162,7 +164,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err := admin.ReconcilePauses(ctx, logger); err != nil {
 		return err
 	}
-	routerOpts := handler.RouterOptions{Intake: intake, Readiness: st, Logger: logger}
+	routerOpts := handler.RouterOptions{Intake: intake, Readiness: st, Logger: logger, TrustedProxies: cfg.TrustedProxyPrefixes()}
 	if !cfg.DisableAdmin {
 		ui, err := handler.NewRiverUI(m.river, riverLogger)
 		if err != nil {
@@ -176,7 +178,10 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		m.stopUI = stopUI
 		routerOpts.Admin, routerOpts.AdminToken, routerOpts.RiverUI = admin, cfg.AdminToken, ui
 	}
-	router := handler.NewRouter(routerOpts)
+	server, err := m.newHTTPServer(handler.NewRouter(routerOpts))
+	if err != nil {
+		return err
+	}
 
 	m.listener, err = net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -187,17 +192,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err := m.river.Start(context.WithoutCancel(ctx)); err != nil {
 		return fmt.Errorf("error starting River: %w", err)
 	}
-	m.server = &http.Server{
-		Handler:           router,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       60 * time.Second,
-		WriteTimeout:      60 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
-	}
+	m.server = server
 	m.served = make(chan error, 1)
-	go func() { m.served <- m.server.Serve(m.listener) }()
+	go func() { m.served <- m.serve() }()
 	m.stopBackground = m.runEvery(pauseReconcileInterval, func(ctx context.Context) {
 		if err := admin.ReconcilePauses(ctx, logger); err != nil {
 			logger.Warn("cannot reconcile route pauses; will try again", "error", err)
@@ -207,7 +204,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	for _, r := range cfg.Routes {
 		routes = append(routes, r.Name)
 	}
-	logger.Info("outbox is serving", "addr", m.listener.Addr().String(), "routes", routes, "schema_version", migrations.Latest)
+	logger.Info("outbox is serving", "addr", m.listener.Addr().String(), "tls", cfg.TLS != nil, "routes", routes, "schema_version", migrations.Latest)
 	return nil
 }
 
