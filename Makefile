@@ -7,7 +7,7 @@ BIN      := bin/outbox
 SQLC     := $(shell $(GO) env GOPATH)/bin/sqlc
 SQLC_VERSION := v1.31.1
 
-.PHONY: run test build vet generate db db-stop clean
+.PHONY: run test fuzz build vet generate db db-stop clean
 
 ## run: serve outbox.example.yaml with the demo target, on a local Postgres
 run: build
@@ -16,6 +16,16 @@ run: build
 ## test: run every test with the race detector against a real Postgres
 test:
 	@url=$$(scripts/devdb.sh) && TEST_DATABASE_URL="$$url" $(GO) test -race -count=1 ./...
+
+## fuzz: run each fuzz target for FUZZTIME (15s); seeds are in */testdata/fuzz/
+FUZZTIME ?= 15s
+FUZZ_TARGETS := ./config:FuzzParse ./handler:FuzzExtractKey ./handler:FuzzHMACVerifier \
+	./handler:FuzzStandardWebhooksVerifier ./handler:FuzzCredentialVerifiers ./handler:FuzzIntake
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; echo "fuzz: $$name in $$pkg for $(FUZZTIME)"; \
+		$(GO) test $$pkg -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 2s; \
+	done
 
 ## build: build bin/outbox
 build:

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"os"
 	"strings"
 )
 
@@ -64,6 +65,17 @@ func (c *Config) validateSecurity(p *problems) {
 				p.add("tls.key_file", "is required when tls is set (the PEM private key of cert_file)")
 			}
 		default:
+			regular := true
+			for _, f := range []struct{ field, path string }{{"tls.cert_file", c.TLS.CertFile}, {"tls.key_file", c.TLS.KeyFile}} {
+				// A device or a pipe would be read forever.
+				if fi, err := os.Stat(f.path); err == nil && !fi.Mode().IsRegular() {
+					p.add(f.field, "%s is not a regular file", f.path)
+					regular = false
+				}
+			}
+			if !regular {
+				break
+			}
 			if _, err := tls.LoadX509KeyPair(c.TLS.CertFile, c.TLS.KeyFile); err != nil {
 				p.add("tls", "cannot load cert_file %s with key_file %s: %v", c.TLS.CertFile, c.TLS.KeyFile, err)
 			}
