@@ -1,6 +1,8 @@
 package handler_test
 
 import (
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 )
@@ -28,5 +30,30 @@ func TestJSONDepthIsBounded(t *testing.T) {
 	}
 	if n := b.count(t, `SELECT count(*) FROM events WHERE key <> 'd64'`); n != 0 {
 		t.Errorf("%d refused events stored", n)
+	}
+}
+
+// TestUncleanPathsAnswerJSON404: paths that are not clean get intake's
+// JSON 404, not a bare redirect (found by FuzzIntake: POST /webhooks/.
+// answered 301 with no body).
+func TestUncleanPathsAnswerJSON404(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	for _, path := range []string{"/webhooks/.", "/webhooks/..", "//webhooks/genesys", "/webhooks/./genesys", "/webhooks/genesys/"} {
+		req, _ := http.NewRequest(http.MethodPost, b.server.URL+path, strings.NewReader(`{"id":"x"}`))
+		req.URL.Opaque = path // sent exactly as written
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 404 || !strings.HasPrefix(string(raw), `{"error":"no `) {
+			t.Errorf("POST %s: %d %s", path, resp.StatusCode, raw)
+		}
+	}
+	if n := b.count(t, `SELECT count(*) FROM events`); n != 0 {
+		t.Errorf("%d events stored", n)
 	}
 }

@@ -42,7 +42,10 @@ type RouterOptions struct {
 
 // NewRouter returns the HTTP handler for the whole service.
 func NewRouter(opts RouterOptions) http.Handler {
-	r := mux.NewRouter()
+	// SkipClean: paths such as /webhooks/. or //webhooks/x get a JSON 404,
+	// not mux's bare 301 to a cleaned path (which a client would follow
+	// with a GET).
+	r := mux.NewRouter().SkipClean(true)
 	r.Handle("/webhooks/{route}", opts.Intake).Methods(http.MethodPost)
 	r.HandleFunc("/healthz", healthz).Methods(http.MethodGet, http.MethodHead)
 	r.Handle("/readyz", readyz(opts.Readiness, opts.Logger)).Methods(http.MethodGet, http.MethodHead)
@@ -50,7 +53,7 @@ func NewRouter(opts RouterOptions) http.Handler {
 	guard := newAdminGuard(opts)
 	if opts.Admin != nil {
 		api := &adminAPI{admin: opts.Admin, logger: opts.Logger, now: time.Now}
-		sub := mux.NewRouter()
+		sub := mux.NewRouter().SkipClean(true)
 		api.mount(sub.PathPrefix("/admin/v1").Subrouter())
 		sub.NotFoundHandler, sub.MethodNotAllowedHandler = notFound, methodNotAllowed
 		r.PathPrefix("/admin/").Handler(guard.wrap(sub))
