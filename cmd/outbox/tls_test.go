@@ -143,3 +143,40 @@ func TestCertReloader(t *testing.T) {
 		t.Error("a missing cert_file was accepted")
 	}
 }
+
+// TestConfigCheckWarnsAndRedacts: config check warns about routes without
+// authentication, names the TLS certificate, marks signed routes, and hides
+// the password of a target URL.
+func TestConfigCheckWarnsAndRedacts(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	writeCert(t, dir, "outbox")
+	doc := `
+database_url: postgres://u:dbpass@localhost/db
+admin_token: ` + testAdminToken + `
+tls: {cert_file: ` + filepath.Join(dir, "cert.pem") + `, key_file: ` + filepath.Join(dir, "key.pem") + `}
+routes:
+  - name: open
+    auth: {none: true}
+    idempotency_key: [{json: /id}]
+    target: {url: "https://svc:target-pass@internal.example/hook", signing_secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}
+`
+	path := filepath.Join(dir, "outbox.yaml")
+	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := cli(t, "config", "check", "--config", path)
+	for _, want := range []string{
+		"HTTPS on :8080 with " + filepath.Join(dir, "cert.pem"),
+		"POST /webhooks/open -> https://svc:xxxxx@internal.example/hook (auth: none,",
+		", signed)",
+		"warning: route open accepts webhooks without authentication (auth: none: true)",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("config check output lacks %q:\n%s", want, out)
+		}
+	}
+	if code != 0 || strings.Contains(out+errOut, "target-pass") || strings.Contains(out+errOut, "dbpass") || strings.Contains(out+errOut, "MfKQ9r8") {
+		t.Errorf("exit %d, output shows a secret:\n%s%s", code, out, errOut)
+	}
+}
