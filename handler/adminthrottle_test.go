@@ -65,6 +65,16 @@ func TestAdminFailuresAreSlowedDown(t *testing.T) {
 			t.Errorf("attacker after the burst, %s: %d Retry-After=%q %s", c.path, status, header.Get("Retry-After"), raw)
 		}
 	}
+	// The operator's token works from another address, with the Bearer
+	// scheme in any case.
+	req, _ := http.NewRequest(http.MethodGet, b.server.URL+"/admin/v1/routes", nil)
+	req.Header.Set("X-Forwarded-For", operator)
+	req.Header.Set("Authorization", "bEaReR "+adminToken)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 200 {
+		t.Errorf("operator with a lower-case scheme: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
 	// Without credentials it is not a guess: the login prompt still comes.
 	if status, header, _ := b.adminFrom(t, attacker, "", "/riverui/"); status != 401 || header.Get("WWW-Authenticate") == "" {
 		t.Errorf("attacker without credentials: %d", status)
