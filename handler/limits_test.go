@@ -57,3 +57,20 @@ func TestUncleanPathsAnswerJSON404(t *testing.T) {
 		t.Errorf("%d events stored", n)
 	}
 }
+
+// TestLoneSurrogateKeyIsRefused: ids that differ only in lone surrogate
+// escapes would all decode to U+FFFD and be merged as duplicates; they are
+// refused instead, while a proper surrogate pair is a key like any other.
+func TestLoneSurrogateKeyIsRefused(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	for _, body := range []string{`{"id":"\ud800"}`, `{"id":"\udbff"}`} {
+		a := b.post(t, "open", []byte(body), nil)
+		if a.status != 422 || !strings.Contains(a.decoded["error"], "lone UTF-16 surrogate") {
+			t.Errorf("%s: %d %s", body, a.status, a.raw)
+		}
+	}
+	if a := b.post(t, "open", []byte(`{"id":"smile-\ud83d\ude00"}`), nil); a.status != 200 || a.decoded["key"] != "smile-😀" {
+		t.Errorf("surrogate pair: %d %s", a.status, a.raw)
+	}
+}
