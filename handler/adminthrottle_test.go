@@ -39,7 +39,7 @@ func (b *adminBundle) adminFrom(t *testing.T, client, token, path string) (int, 
 // 401, then every request from that address, the right token included,
 // answers 429 with Retry-After, on /admin/ and /riverui/ alike. The operator
 // at another address is not locked out, not even after a flood of guesses
-// from thousands of other addresses.
+// from hundreds of other addresses.
 func TestAdminFailuresAreSlowedDown(t *testing.T) {
 	t.Parallel()
 	b := setupAdminWith(t, func(o *handler.RouterOptions) {
@@ -79,8 +79,9 @@ func TestAdminFailuresAreSlowedDown(t *testing.T) {
 	if status, header, _ := b.adminFrom(t, attacker, "", "/riverui/"); status != 401 || header.Get("WWW-Authenticate") == "" {
 		t.Errorf("attacker without credentials: %d", status)
 	}
-	// A flood of guesses from many other addresses.
-	for i := range 3000 {
+	// A flood of guesses from many other addresses (TestThrottleMemoryIsBounded
+	// floods the throttle itself with 100 000).
+	for i := range 300 {
 		client := netip.AddrFrom4([4]byte{100, 64, byte(i >> 8), byte(i)}).String()
 		if status, _, raw := b.adminFrom(t, client, wrong, "/admin/v1/routes"); status != 401 {
 			t.Fatalf("flood guess from %s: %d %s", client, status, raw)
