@@ -7,7 +7,7 @@ BIN      := bin/outbox
 SQLC     := $(shell $(GO) env GOPATH)/bin/sqlc
 SQLC_VERSION := v1.31.1
 
-.PHONY: run test test-faults build vet generate db db-stop clean bench
+.PHONY: run test test-faults fuzz build vet generate db db-stop clean bench
 
 ## run: serve outbox.example.yaml with the demo target, on a local Postgres
 run: build
@@ -26,6 +26,16 @@ test-faults:
 ## bench: measure intake and delivery against pgbench baselines (see README, Performance)
 bench:
 	$(GO) run ./bench $(BENCH_FLAGS)
+
+## fuzz: run each fuzz target for FUZZTIME (15s); seeds are in */testdata/fuzz/
+FUZZTIME ?= 15s
+FUZZ_TARGETS := ./config:FuzzParse ./handler:FuzzExtractKey ./handler:FuzzHMACVerifier \
+	./handler:FuzzStandardWebhooksVerifier ./handler:FuzzCredentialVerifiers ./handler:FuzzIntake
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; echo "fuzz: $$name in $$pkg for $(FUZZTIME)"; \
+		$(GO) test $$pkg -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 2s; \
+	done
 
 ## build: build bin/outbox
 build:

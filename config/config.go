@@ -86,8 +86,26 @@ type Config struct {
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
 	// LogLevel is one of debug, info, warn, error.
 	LogLevel string `yaml:"log_level"`
+	// TLS, when set, serves HTTPS on Listen instead of plain HTTP.
+	TLS *TLS `yaml:"tls"`
+	// TrustedProxies are the addresses or CIDR ranges of reverse proxies in
+	// front of outbox. Only for a request from one of them is
+	// X-Forwarded-For believed when deciding the client's address (which
+	// the admin surface's failure throttle counts by).
+	TrustedProxies []string `yaml:"trusted_proxies"`
 	// Routes are the webhook endpoints and where each delivers.
 	Routes []Route `yaml:"routes"`
+}
+
+// TLS is the certificate and key the HTTPS listener serves. Both files are
+// PEM; the certificate file may hold the chain. They are read again when
+// they change on disk, so a renewed certificate needs no restart.
+type TLS struct {
+	// CertFile is the PEM certificate chain; a renewed file is picked up
+	// within seconds.
+	CertFile string `yaml:"cert_file"`
+	// KeyFile is the PEM private key of the certificate.
+	KeyFile string `yaml:"key_file"`
 }
 
 // Route is one webhook endpoint, POST /webhooks/{name}, and its target.
@@ -230,6 +248,14 @@ type Target struct {
 	// the internal service. Headers outbox sets itself (Content-Type,
 	// Host, X-Outbox-*) cannot be set.
 	Headers map[string]string `yaml:"headers"`
+	// SigningSecret, when set, signs every delivery with the Standard
+	// Webhooks scheme (webhook-id, webhook-timestamp, webhook-signature), so
+	// the target can check that a request came from outbox. It is a whsec_
+	// base64 secret. SigningSecrets signs with several at once, for
+	// rotation: the target accepts any one of the signatures.
+	SigningSecret string `yaml:"signing_secret"`
+	// SigningSecrets are several signing secrets at once, for rotation.
+	SigningSecrets []string `yaml:"signing_secrets"`
 }
 
 // Retry is a route's retry policy.

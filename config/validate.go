@@ -87,6 +87,7 @@ func (c *Config) validate() error {
 		}
 		r.validate(field, &p)
 	}
+	c.validateSecurity(&p)
 	return errors.Join(p.errs...)
 }
 
@@ -123,7 +124,7 @@ func (r *Route) validate(field string, p *problems) {
 	if t.URL == "" {
 		p.add(field+".target.url", "is required")
 	} else if u, err := url.Parse(t.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		p.add(field+".target.url", "%q is not an absolute http:// or https:// URL", t.URL)
+		p.add(field+".target.url", "%q is not an absolute http:// or https:// URL", RedactURL(t.URL))
 	}
 	if t.Timeout.D() <= 0 {
 		p.add(field+".target.timeout", "must be positive")
@@ -217,12 +218,14 @@ func (a *Auth) validate(field string, p *problems) {
 		modes++
 		s := a.StandardWebhooks
 		oneOrMany(field+".standard_webhooks", "secret", "secrets", s.Secret, s.Secrets, p)
-		for i, secret := range append([]string{s.Secret}, s.Secrets...) {
-			if secret == "" {
-				continue
+		if s.Secret != "" {
+			if _, err := DecodeStandardWebhooksSecret(s.Secret); err != nil {
+				p.add(field+".standard_webhooks.secret", "%v", err)
 			}
-			if _, err := DecodeStandardWebhooksSecret(secret); err != nil {
-				p.add(fmt.Sprintf("%s.standard_webhooks.secret[%d]", field, i), "%v", err)
+		}
+		for i, secret := range s.Secrets {
+			if _, err := DecodeStandardWebhooksSecret(secret); secret != "" && err != nil {
+				p.add(fmt.Sprintf("%s.standard_webhooks.secrets[%d]", field, i), "%v", err)
 			}
 		}
 		if s.Tolerance.D() <= 0 {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -16,28 +17,61 @@ import (
 	"github.com/webhook-outbox/webhook-outbox/store"
 )
 
-// adminAuth guards the admin API and River UI with the admin token, sent as
-// a Bearer token or as the password of Basic auth (any username, so a
+// adminGuard guards the admin API and River UI with the admin token, sent
+// as a Bearer token or as the password of Basic auth (any username, so a
 // browser's login prompt works for River UI). The comparison runs in
-// constant time.
-func adminAuth(token string, next http.Handler) http.Handler {
-	want := [][]byte{[]byte(token)}
+// constant time. Failed attempts are counted per client address and slowed
+// down (see FailureLimit); a request without credentials is not a failure,
+// since a browser sends one before it prompts.
+type adminGuard struct {
+	token    [][]byte
+	throttle *failureThrottle
+	trusted  []netip.Prefix
+	logger   *slog.Logger
+}
+
+func newAdminGuard(opts RouterOptions) *adminGuard {
+	return &adminGuard{
+		token:    [][]byte{[]byte(opts.AdminToken)},
+		throttle: newFailureThrottle(opts.AdminFailures),
+		trusted:  opts.TrustedProxies,
+		logger:   opts.Logger,
+	}
+}
+
+// wrap puts next behind the admin token.
+func (g *adminGuard) wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var got string
-		if bearer, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
+		// The scheme is case-insensitive (RFC 9110).
+		if scheme, bearer, ok := strings.Cut(r.Header.Get("Authorization"), " "); ok && strings.EqualFold(scheme, "Bearer") {
 			got = strings.TrimSpace(bearer)
 		} else if _, pass, ok := r.BasicAuth(); ok {
 			got = pass
 		}
-		if got == "" || !equalAny([]byte(got), want) {
+		if got == "" {
 			w.Header().Set("WWW-Authenticate", `Basic realm="webhook-outbox admin", charset="UTF-8"`)
-			msg := "admin authentication required: send Authorization: Bearer <admin_token>, or Basic auth with the admin token as password"
-			if got != "" {
-				msg = "the admin token is wrong"
-			}
-			writeError(w, errorf(http.StatusUnauthorized, msg))
+			writeError(w, errorf(http.StatusUnauthorized, "admin authentication required: send Authorization: Bearer <admin_token>, or Basic auth with the admin token as password"))
 			return
 		}
+		addr := clientAddr(r, g.trusted)
+		key := throttleKey(addr)
+		reserved, wait := g.throttle.admit(key)
+		if wait > 0 {
+			e := errorf(http.StatusTooManyRequests, "too many failed admin authentications from this address; try again later")
+			e.RetryAfter = wait
+			writeError(w, e)
+			return
+		}
+		if !equalAny([]byte(got), g.token) {
+			if g.throttle.fail(key, reserved) {
+				g.logger.Warn("repeated admin authentication failures; slowing this address down", "client", addr.String(), "path", r.URL.Path)
+			}
+			w.Header().Set("WWW-Authenticate", `Basic realm="webhook-outbox admin", charset="UTF-8"`)
+			writeError(w, errorf(http.StatusUnauthorized, "the admin token is wrong"))
+			return
+		}
+		g.throttle.succeed(key)
 		next.ServeHTTP(w, r)
 	})
 }

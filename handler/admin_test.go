@@ -30,6 +30,12 @@ type adminBundle struct {
 
 func setupAdmin(t *testing.T) *adminBundle {
 	t.Helper()
+	return setupAdminWith(t, nil)
+}
+
+// setupAdminWith is setupAdmin with edit applied to the router's options.
+func setupAdminWith(t *testing.T, edit func(*handler.RouterOptions)) *adminBundle {
+	t.Helper()
 	pool, _ := testdb.Pool(t)
 	cfg, err := config.Parse([]byte(baseConfig), func(string) (string, bool) { return "", false })
 	if err != nil {
@@ -54,10 +60,14 @@ func setupAdmin(t *testing.T) *adminBundle {
 	if err := ui.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(handler.NewRouter(handler.RouterOptions{
+	opts := handler.RouterOptions{
 		Intake: intake, Readiness: st, Logger: logger,
 		Admin: store.NewAdmin(st, client, cfg), AdminToken: adminToken, RiverUI: ui,
-	}))
+	}
+	if edit != nil {
+		edit(&opts)
+	}
+	srv := httptest.NewServer(handler.NewRouter(opts))
 	t.Cleanup(srv.Close)
 	return &adminBundle{server: srv, pool: pool}
 }
@@ -116,7 +126,10 @@ func decode[T any](t *testing.T, raw []byte) T {
 // as Bearer and as the Basic password.
 func TestAdminRequiresToken(t *testing.T) {
 	t.Parallel()
-	b := setupAdmin(t)
+	// Ten wrong tokens from one address, then the right one: the default
+	// failure throttle would answer 429 by then (see
+	// TestAdminFailuresAreSlowedDown).
+	b := setupAdminWith(t, func(o *handler.RouterOptions) { o.AdminFailures.Burst = 100 })
 	endpoints := []struct{ method, path string }{
 		{"GET", "/admin/v1/dead-letters"},
 		{"GET", "/admin/v1/dead-letters/1"},

@@ -185,7 +185,10 @@ func (a *standardWebhooksAuth) check(h http.Header, body []byte, now time.Time) 
 	if err != nil {
 		return "webhook-timestamp is not a Unix time in seconds"
 	}
-	if skew := math.Abs(float64(now.Unix() - secs)); skew > a.tolerance.Seconds() {
+	// Compared without subtracting secs, which could overflow.
+	tol := int64(a.tolerance / time.Second)
+	if unix := now.Unix(); secs < unix-tol || secs > unix+tol {
+		skew := math.Abs(float64(unix) - float64(secs))
 		return fmt.Sprintf("webhook-timestamp is %.0fs away from this server's clock, more than the %s tolerance", skew, a.tolerance)
 	}
 	match := false

@@ -1,6 +1,7 @@
 package handler_test
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/sha1"
 	"crypto/sha256"
@@ -8,10 +9,14 @@ import (
 	"encoding/hex"
 	"fmt"
 	"hash"
+	"log/slog"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/webhook-outbox/webhook-outbox/config"
+	"github.com/webhook-outbox/webhook-outbox/handler"
 )
 
 // The signatures below are computed from each scheme's documented formula,
@@ -50,6 +55,10 @@ routes:
   - name: sw
     auth: {standard_webhooks: {secrets: ["whsec_` + swOldB64 + `", "whsec_` + swNewB64 + `"], tolerance: 5m}}
     idempotency_key: [{header: webhook-id}]
+    target: {url: "http://127.0.0.1:1/"}
+  - name: token
+    auth: {header: {name: X-Api-Token, values: [old-token, new-token]}}
+    idempotency_key: [{json: /id}]
     target: {url: "http://127.0.0.1:1/"}
 `
 
@@ -113,6 +122,26 @@ func TestAuthModes(t *testing.T) {
 		{"standard webhooks stale", "sw", body, swHeaders("msg_5", now-600, swSig(swOld, "msg_5", now-600, body)), 401, "more than the 5m0s tolerance"},
 		{"standard webhooks future", "sw", body, swHeaders("msg_6", now+600, swSig(swOld, "msg_6", now+600, body)), 401, "more than the 5m0s tolerance"},
 		{"standard webhooks missing", "sw", body, map[string]string{"webhook-id": "msg_7"}, 401, "are all required"},
+		{"standard webhooks missing signature", "sw", body, map[string]string{"webhook-id": "msg_7", "webhook-timestamp": strconv.FormatInt(now, 10)}, 401, "are all required"},
+		{"standard webhooks timestamp not a number", "sw", body, map[string]string{"webhook-id": "msg_8", "webhook-timestamp": "soon", "webhook-signature": swSig(swOld, "msg_8", now, body)}, 401, "not a Unix time in seconds"},
+		{"standard webhooks only an unknown version", "sw", body, swHeaders("msg_9", now, "v1a,"+strings.TrimPrefix(swSig(swOld, "msg_9", now, body), "v1,")), 401, "no v1 signature"},
+		{"standard webhooks id swapped", "sw", body, swHeaders("msg_10", now, swSig(swOld, "msg_other", now, body)), 401, "no v1 signature"},
+		{"standard webhooks timestamp tampered", "sw", body, swHeaders("msg_11", now+1, swSig(swOld, "msg_11", now, body)), 401, "no v1 signature"},
+		{"standard webhooks signature not base64", "sw", body, swHeaders("msg_12", now, "v1,!!!"), 401, "no v1 signature"},
+		{"standard webhooks near the tolerance", "sw", body, swHeaders("msg_13", now-290, swSig(swNew, "msg_13", now-290, body)), 200, ""},
+		{"standard webhooks far past", "sw", body, swHeaders("msg_14", -1<<62, swSig(swOld, "msg_14", -1<<62, body)), 401, "tolerance"},
+
+		{"hmac base64 wrong secret", "shopify", body, map[string]string{"X-Shopify-Hmac-Sha256": base64.StdEncoding.EncodeToString(sign(sha256.New, []byte("guess"), body))}, 401, "does not match the body"},
+		{"hmac base64 tampered", "shopify", tampered, map[string]string{"X-Shopify-Hmac-Sha256": base64.StdEncoding.EncodeToString(sign(sha256.New, []byte("shop-secret"), body))}, 401, "does not match the body"},
+		{"hmac not base64", "shopify", body, map[string]string{"X-Shopify-Hmac-Sha256": "%%%"}, 401, "not a base64 signature"},
+		{"hmac sha1 wrong secret", "legacy", body, map[string]string{"X-Hub-Signature": "sha1=" + hex.EncodeToString(sign(sha1.New, []byte("guess"), body))}, 401, "does not match the body"},
+		{"hmac sha256 where sha1 is expected", "legacy", body, map[string]string{"X-Hub-Signature": "sha1=" + hex.EncodeToString(sign(sha256.New, []byte("sha1-secret"), body))}, 401, "does not match the body"},
+
+		{"header right", "token", body, map[string]string{"X-Api-Token": "old-token"}, 200, ""},
+		{"header rotated", "token", tampered, map[string]string{"X-Api-Token": "new-token"}, 200, ""},
+		{"header wrong", "token", body, map[string]string{"X-Api-Token": "old-token-"}, 401, "the X-Api-Token header does not hold a valid token"},
+		{"header prefix of the token", "token", body, map[string]string{"X-Api-Token": "old"}, 401, "does not hold a valid token"},
+		{"header missing", "token", body, nil, 401, "the X-Api-Token header is missing"},
 	}
 	for _, c := range cases {
 		h := map[string]string{"X-Webhook-Token": ""}
@@ -126,5 +155,50 @@ func TestAuthModes(t *testing.T) {
 		if c.status == 401 && c.route == "basic" && a.header.Get("WWW-Authenticate") == "" {
 			t.Errorf("%s: 401 without WWW-Authenticate", c.name)
 		}
+	}
+}
+
+// TestStandardWebhooksIDIsTheKey: with idempotency_key [{header:
+// webhook-id}], the sender's message id is the key, and a redelivery (same
+// id, new timestamp and signature) is a duplicate.
+func TestStandardWebhooksIDIsTheKey(t *testing.T) {
+	t.Parallel()
+	b := setupWithPool(t, poolFor(t), authConfig)
+	body := []byte(`{"type":"conversation.start"}`)
+	send := func(ts int64) answer {
+		signed := fmt.Appendf(nil, "msg_2Lh9KkkQzPq.%d.%s", ts, body)
+		return b.post(t, "sw", body, map[string]string{
+			"webhook-id":        "msg_2Lh9KkkQzPq",
+			"webhook-timestamp": strconv.FormatInt(ts, 10),
+			"webhook-signature": "v1," + base64.StdEncoding.EncodeToString(sign(sha256.New, swNew, signed)),
+		})
+	}
+	now := time.Now().Unix()
+	if a := send(now - 30); a.status != 200 || a.decoded["status"] != "accepted" || a.decoded["key"] != "msg_2Lh9KkkQzPq" {
+		t.Fatalf("first: %d %s", a.status, a.raw)
+	}
+	if a := send(now); a.status != 200 || a.decoded["status"] != "duplicate" || a.decoded["key"] != "msg_2Lh9KkkQzPq" {
+		t.Fatalf("redelivery: %d %s", a.status, a.raw)
+	}
+	if n := b.count(t, `SELECT count(*) FROM events WHERE route = 'sw'`); n != 1 {
+		t.Errorf("%d rows", n)
+	}
+}
+
+// TestNoneAuthWarnsAtStartup: a route with none: true is logged as
+// unauthenticated when intake is built; others are not.
+func TestNoneAuthWarnsAtStartup(t *testing.T) {
+	t.Parallel()
+	cfg, err := config.Parse([]byte(baseConfig), func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	if _, err := handler.NewIntake(cfg, nil, slog.New(slog.NewTextHandler(&logs, nil))); err != nil {
+		t.Fatal(err)
+	}
+	want := `level=WARN msg="route accepts webhooks without authentication (auth: none: true)" route=open`
+	if !strings.Contains(logs.String(), want) || strings.Count(logs.String(), "\n") != 1 {
+		t.Errorf("startup logs:\n%s\nwant one line: %s", logs.String(), want)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"mime"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -180,15 +181,29 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64, buf *bytes.Bu
 	switch {
 	case errors.As(err, &maxErr):
 		return tooLarge
+	case isTimeout(err):
+		// The server's ReadTimeout cut a body that came too slowly.
+		return errorf(http.StatusRequestTimeout, "the request body did not arrive in time; send it again")
 	case err != nil:
 		return errorf(http.StatusBadRequest, "could not read the request body: "+errText(err))
 	}
 	return nil
 }
 
+func isTimeout(err error) bool {
+	var netErr net.Error
+	return errors.As(err, &netErr) && netErr.Timeout()
+}
+
+// errText says why a body could not be read, without the socket addresses
+// a network error carries.
 func errText(err error) string {
-	if errors.Is(err, io.ErrUnexpectedEOF) {
+	var opErr *net.OpError
+	switch {
+	case errors.Is(err, io.ErrUnexpectedEOF):
 		return "it ended before Content-Length bytes arrived"
+	case errors.As(err, &opErr):
+		return "the connection failed while it was sent"
 	}
 	return err.Error()
 }
@@ -207,6 +222,9 @@ func (in *Intake) check(rt *intakeRoute, r *http.Request, body []byte) (*store.N
 	}
 	if !json.Valid(body) {
 		return nil, errorf(http.StatusBadRequest, "the body is not valid JSON: "+jsonError(body))
+	}
+	if jsonTooDeep(body, MaxJSONDepth) {
+		return nil, errorf(http.StatusBadRequest, fmt.Sprintf("the body is refused: its JSON nests arrays and objects more than %d levels deep", MaxJSONDepth))
 	}
 	key, e := extractKey(rt.keys, r.Header, body)
 	if e != nil {

@@ -153,9 +153,50 @@ func extractKey(sources []keySource, h http.Header, body []byte) (string, *Error
 		if strings.ContainsFunc(key, isControl) {
 			return "", errorf(http.StatusUnprocessableEntity, fmt.Sprintf("the idempotency key from %s contains control characters; it must be printable text", s.describe))
 		}
+		if strings.ContainsRune(key, utf8.RuneError) && hasLoneSurrogate(body) {
+			// The JSON decoder turns every lone surrogate into U+FFFD, so
+			// distinct ids would share one key and all but the first would
+			// be dropped as duplicates.
+			return "", errorf(http.StatusUnprocessableEntity, fmt.Sprintf(`the idempotency key from %s comes from a string with a lone UTF-16 surrogate escape (such as \ud800), which has no text to use as a key`, s.describe))
+		}
 		return key, nil
 	}
 	return "", errorf(http.StatusUnprocessableEntity, "no idempotency key: tried "+strings.Join(tried, ", "))
 }
 
 func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
+
+// hasLoneSurrogate reports whether body has a \uD800-\uDFFF escape that is
+// not a high surrogate followed by a low one.
+func hasLoneSurrogate(body []byte) bool {
+	surrogate := func(i int) (rune, bool) { // the escape at body[i:], if any
+		if i+6 > len(body) || body[i] != '\\' || body[i+1] != 'u' {
+			return 0, false
+		}
+		v, err := strconv.ParseUint(string(body[i+2:i+6]), 16, 16)
+		return rune(v), err == nil
+	}
+	for i := 0; i < len(body); i++ {
+		if body[i] != '\\' {
+			continue
+		}
+		if i+1 < len(body) && body[i+1] != 'u' {
+			i++ // an escaped character, possibly a backslash
+			continue
+		}
+		r, ok := surrogate(i)
+		switch {
+		case !ok:
+		case r >= 0xD800 && r < 0xDC00:
+			if low, ok := surrogate(i + 6); !ok || low < 0xDC00 || low > 0xDFFF {
+				return true
+			}
+			i += 11
+		case r >= 0xDC00 && r <= 0xDFFF:
+			return true
+		default:
+			i += 5
+		}
+	}
+	return false
+}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -34,6 +35,12 @@ type RouterOptions struct {
 	// Registry is where the router registers intake's metrics, and what
 	// /metrics serves. Nil gives the router a private one.
 	Registry *prometheus.Registry
+	// AdminFailures slows down failed admin authentications per client
+	// address; the zero value uses the defaults.
+	AdminFailures FailureLimit
+	// TrustedProxies are the reverse proxies whose X-Forwarded-For names
+	// the client's address.
+	TrustedProxies []netip.Prefix
 }
 
 // NewRouter returns the HTTP handler for the whole service.
@@ -42,21 +49,25 @@ func NewRouter(opts RouterOptions) http.Handler {
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	r := mux.NewRouter()
+	// SkipClean: paths such as /webhooks/. or //webhooks/x get a JSON 404,
+	// not mux's bare 301 to a cleaned path (which a client would follow
+	// with a GET).
+	r := mux.NewRouter().SkipClean(true)
 	r.Handle("/webhooks/{route}", newIntakeMetrics(reg, opts.Intake.routeNames()).observe(opts.Intake)).Methods(http.MethodPost)
 	r.HandleFunc("/healthz", healthz).Methods(http.MethodGet, http.MethodHead)
 	r.Handle("/readyz", readyz(opts.Readiness, opts.Logger)).Methods(http.MethodGet, http.MethodHead)
 	r.Handle("/metrics", metricsHandler(reg, opts.Logger)).Methods(http.MethodGet)
+	guard := newAdminGuard(opts)
 	if opts.Admin != nil {
 		api := &adminAPI{admin: opts.Admin, logger: opts.Logger, now: time.Now}
-		sub := mux.NewRouter()
+		sub := mux.NewRouter().SkipClean(true)
 		api.mount(sub.PathPrefix("/admin/v1").Subrouter())
 		sub.NotFoundHandler, sub.MethodNotAllowedHandler = notFound, methodNotAllowed
-		r.PathPrefix("/admin/").Handler(adminAuth(opts.AdminToken, sub))
+		r.PathPrefix("/admin/").Handler(guard.wrap(sub))
 	}
 	if opts.RiverUI != nil {
 		r.Handle(RiverUIPrefix, http.RedirectHandler(RiverUIPrefix+"/", http.StatusMovedPermanently))
-		r.PathPrefix(RiverUIPrefix + "/").Handler(adminAuth(opts.AdminToken, opts.RiverUI))
+		r.PathPrefix(RiverUIPrefix + "/").Handler(guard.wrap(opts.RiverUI))
 	}
 	r.NotFoundHandler, r.MethodNotAllowedHandler = notFound, methodNotAllowed
 	return withRequestID(recoverer(opts.Logger, r))

@@ -52,6 +52,7 @@ type route struct {
 	target  *url.URL
 	headers http.Header
 	limiter *rate.Limiter // nil without a rate_limit
+	signer  *signer // nil unless target.signing_secret is set
 }
 
 // NewDeliverer returns a Deliverer for cfg's routes.
@@ -69,7 +70,7 @@ func NewDeliverer(st *store.Store, cfg *config.Config, logger *slog.Logger) (*De
 		}
 		headers.Set("User-Agent", "webhook-outbox/1")
 		headers.Set(HeaderRoute, rc.Name)
-		routes[rc.Name] = &route{cfg: rc, target: target, headers: headers, limiter: newRateLimiter(rc.RateLimit)}
+		routes[rc.Name] = &route{cfg: rc, target: target, headers: headers, limiter: newRateLimiter(rc.RateLimit), signer: newSigner(rc.Target.SigningKeys())}
 	}
 	return &Deliverer{
 		store:    st,
@@ -227,6 +228,7 @@ func (d *Deliverer) attempt(ctx context.Context, r *route, ev *store.DeliveryEve
 	req.Header.Set("Content-Type", ev.ContentType)
 	req.Header.Set(HeaderKey, ev.Key)
 	req.Header.Set(HeaderAttempt, strconv.Itoa(attempt))
+	r.signer.sign(req.Header, ev.Key, d.now(), ev.Body)
 
 	start := d.now()
 	resp, err := d.client.Do(req)

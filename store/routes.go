@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
 
+	"github.com/webhook-outbox/webhook-outbox/config"
 	"github.com/webhook-outbox/webhook-outbox/sql/dbsqlc"
 )
 
@@ -67,7 +68,7 @@ func (a *Admin) Routes(ctx context.Context) ([]RouteStatus, error) {
 	out := make([]RouteStatus, len(a.cfg.Routes))
 	for i, r := range a.cfg.Routes {
 		names[i] = r.Name
-		out[i] = RouteStatus{Name: r.Name, Target: r.Target.URL, Concurrency: r.Concurrency}
+		out[i] = RouteStatus{Name: r.Name, Target: config.RedactURL(r.Target.URL), Concurrency: r.Concurrency}
 		byName[r.Name] = &out[i]
 	}
 	q := a.store.q

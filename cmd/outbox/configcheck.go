@@ -22,9 +22,21 @@ func runConfig(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(stdout, "%s is valid: %d route(s)\n", path, len(cfg.Routes))
+	if cfg.TLS != nil {
+		fmt.Fprintf(stdout, "  HTTPS on %s with %s\n", cfg.Listen, cfg.TLS.CertFile)
+	}
 	for _, r := range cfg.Routes {
-		fmt.Fprintf(stdout, "  POST /webhooks/%s -> %s (auth: %s, concurrency %d, %d attempts, give up after %s)\n",
-			r.Name, r.Target.URL, authMode(&r.Auth), r.Concurrency, r.Retry.MaxAttempts, r.Retry.GiveUpAfter.D())
+		signed := ""
+		if len(r.Target.SigningKeys()) > 0 {
+			signed = ", signed"
+		}
+		fmt.Fprintf(stdout, "  POST /webhooks/%s -> %s (auth: %s, concurrency %d, %d attempts, give up after %s%s)\n",
+			r.Name, config.RedactURL(r.Target.URL), authMode(&r.Auth), r.Concurrency, r.Retry.MaxAttempts, r.Retry.GiveUpAfter.D(), signed)
+	}
+	for _, r := range cfg.Routes {
+		if r.Auth.None {
+			fmt.Fprintf(stdout, "warning: route %s accepts webhooks without authentication (auth: none: true)\n", r.Name)
+		}
 	}
 	return nil
 }

@@ -102,6 +102,8 @@ type Main struct {
 	breakers  *jobs.Breakers
 	// stopPauses stops the periodic pause reconciliation.
 	stopPauses func()
+	// limits replaces defaultHTTPLimits when set (tests shorten them).
+	limits *httpLimits
 }
 
 // pauseReconcileInterval is how often serve checks that River's queue rows
@@ -186,7 +188,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err := admin.ReconcilePauses(ctx, logger); err != nil {
 		return err
 	}
-	routerOpts := handler.RouterOptions{Intake: intake, Readiness: st, Logger: logger, Registry: registry}
+	routerOpts := handler.RouterOptions{Intake: intake, Readiness: st, Logger: logger, Registry: registry, TrustedProxies: cfg.TrustedProxyPrefixes()}
 	if !cfg.DisableAdmin {
 		ui, err := handler.NewRiverUI(m.river, riverLogger)
 		if err != nil {
@@ -200,7 +202,10 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		m.stopUI = stopUI
 		routerOpts.Admin, routerOpts.AdminToken, routerOpts.RiverUI = admin, cfg.AdminToken, ui
 	}
-	router := handler.NewRouter(routerOpts)
+	server, err := m.newHTTPServer(handler.NewRouter(routerOpts))
+	if err != nil {
+		return err
+	}
 	stats := jobs.NewStats(st, routes, logger.With("component", "stats"))
 	registry.MustRegister(stats)
 
@@ -213,17 +218,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err := m.river.Start(context.WithoutCancel(ctx)); err != nil {
 		return fmt.Errorf("error starting River: %w", err)
 	}
-	m.server = &http.Server{
-		Handler:           router,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       60 * time.Second,
-		WriteTimeout:      60 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
-	}
+	m.server = server
 	m.served = make(chan error, 1)
-	go func() { m.served <- m.server.Serve(m.listener) }()
+	go func() { m.served <- m.serve() }()
 	m.stopStats = runInBackground(ctx, func(ctx context.Context) {
 		stats.Run(ctx, cmp.Or(m.StatsInterval, jobs.DefaultStatsInterval))
 	})
@@ -241,7 +238,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 			}
 		}
 	})
-	logger.Info("outbox is serving", "addr", m.listener.Addr().String(), "routes", routes, "schema_version", migrations.Latest)
+	logger.Info("outbox is serving", "addr", m.listener.Addr().String(), "tls", cfg.TLS != nil, "routes", routes, "schema_version", migrations.Latest)
 	return nil
 }
 
