@@ -52,7 +52,7 @@ type route struct {
 	target  *url.URL
 	headers http.Header
 	limiter *rate.Limiter // nil without a rate_limit
-	signer  *signer // nil unless target.signing_secret is set
+	signer  *signer       // nil unless target.signing_secret is set
 }
 
 // NewDeliverer returns a Deliverer for cfg's routes.
