@@ -183,8 +183,9 @@ AS $$
 $$;
 
 -- Partitions for the data there is, and a few days ahead.
+-- From yesterday at least, so rows stamped just before midnight have one.
 SELECT outbox_ensure_partitions(
-    least(coalesce((SELECT min(received_at) FROM events_unpartitioned), now()), now()),
+    least(coalesce((SELECT min(received_at) FROM events_unpartitioned), now()), now() - interval '1 day'),
     now() + interval '3 days',
     interval '1 day');
 

@@ -56,6 +56,9 @@ func (b *bundle) count(t *testing.T, sql string, args ...any) int64 {
 // final states.
 func (b *bundle) insertAged(t *testing.T, key string, age time.Duration, delivered bool, jobState string, finalizedAgo time.Duration) {
 	t.Helper()
+	if err := b.store.EnsurePartitions(context.Background(), time.Now().Add(-age-day(1)), time.Now().Add(day(1))); err != nil {
+		t.Fatal(err)
+	}
 	b.exec(t, `
 		WITH ev AS (
 			INSERT INTO events (route, key, content_type, body, received_at, delivered_at, delivery_attempts)

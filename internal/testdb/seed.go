@@ -33,6 +33,11 @@ func SeedDeadLetters(t testing.TB, pool *pgxpool.Pool, d DeadLetters) {
 	if d.FailedAgo == 0 {
 		d.FailedAgo = time.Minute
 	}
+	// Partitions must cover the past these rows are dated in.
+	if _, err := pool.Exec(context.Background(), `SELECT outbox_ensure_partitions(now() - $1::interval - interval '1 day', now() + interval '1 day', interval '1 day')`,
+		d.FailedAgo.String()); err != nil {
+		t.Fatalf("cannot create partitions: %v", err)
+	}
 	_, err := pool.Exec(context.Background(), `
 		WITH ev AS (
 			INSERT INTO events (route, key, content_type, headers, body, received_at)
