@@ -105,6 +105,12 @@ func TestHangingTarget(t *testing.T) {
 		len(hungUp()), round(longest), timeout, round(drainedAt.Sub(answeringAt)))
 }
 
+// hangupLag is how late, at most, the target may notice that outbox hung
+// up: its handler learns of the closed connection only on its next read,
+// which a busy machine can delay. Without it a request outbox has already
+// given up on would count as still in progress when the next one arrives.
+const hangupLag = 500 * time.Millisecond
+
 // peakConcurrency is the most requests for routeName the target had in
 // progress at once.
 func peakConcurrency(log []request, routeName string) int {
@@ -115,7 +121,11 @@ func peakConcurrency(log []request, routeName string) int {
 	var edges []edge
 	for _, r := range log {
 		if r.route == routeName {
-			edges = append(edges, edge{r.at, 1}, edge{r.at.Add(r.took), -1})
+			end := r.at.Add(r.took)
+			if r.hungUpOn && r.took > hangupLag {
+				end = end.Add(-hangupLag)
+			}
+			edges = append(edges, edge{r.at, 1}, edge{end, -1})
 		}
 	}
 	slices.SortFunc(edges, func(a, b edge) int {
