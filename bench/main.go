@@ -158,6 +158,7 @@ routes:
 	var serveLog bytes.Buffer
 	serve := exec.CommandContext(ctx, bin, "serve", "--migrate", "--config", cfgPath)
 	serve.Stdout, serve.Stderr = &serveLog, &serveLog
+	serve.Env = append(os.Environ(), "OUTBOX_DEBUG_LISTEN="+os.Getenv("BENCH_PPROF_LISTEN"))
 	if err := serve.Start(); err != nil {
 		return err
 	}

@@ -38,6 +38,10 @@ type ClientOptions struct {
 	// Metrics records every delivery attempt. Nil records to a private,
 	// unserved registry.
 	Metrics *Metrics
+	// Completer records successful deliveries; serve closes it after River
+	// has stopped. When nil, the client makes one that lives as long as the
+	// process.
+	Completer *store.Completer
 	// Breakers, when set, are the circuit breakers deliveries use, so the
 	// caller can show their state; otherwise the client makes its own. They
 	// must come from NewBreakers with the same config.
@@ -54,6 +58,10 @@ func NewClient(pool *pgxpool.Pool, st *store.Store, cfg *config.Config, opts Cli
 	}
 	if opts.Breakers != nil {
 		deliverer.breakers = opts.Breakers
+	}
+	deliverer.completer = opts.Completer
+	if deliverer.completer == nil {
+		deliverer.completer = NewCompleter(st)
 	}
 	workers := river.NewWorkers()
 	if err := river.AddWorkerSafely(workers, deliverer); err != nil {
@@ -104,6 +112,12 @@ func NewClient(pool *pgxpool.Pool, st *store.Store, cfg *config.Config, opts Cli
 		return nil, fmt.Errorf("error creating River client: %w", err)
 	}
 	return client, nil
+}
+
+// NewCompleter returns the group commit for successful deliveries, with
+// the settings serve uses.
+func NewCompleter(st *store.Store) *store.Completer {
+	return store.NewCompleter(st, 2, 512, 10*time.Second)
 }
 
 // NewInsertOnlyClient returns a River client that enqueues and manages jobs

@@ -39,8 +39,9 @@ const minSnooze = time.Second
 type Deliverer struct {
 	river.WorkerDefaults[store.DeliverArgs]
 
-	store    *store.Store
-	routes   map[string]*route
+	store     *store.Store
+	completer *store.Completer
+	routes    map[string]*route
 	client   *http.Client
 	logger   *slog.Logger
 	now      func() time.Time
@@ -182,7 +183,7 @@ func (d *Deliverer) Work(ctx context.Context, job *river.Job[store.DeliverArgs])
 		// ctx, or the event would be delivered again after the restart.
 		recordCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
-		if err := d.store.CompleteDelivery(recordCtx, job); err != nil {
+		if err := d.completer.Complete(recordCtx, job); err != nil {
 			// The target has the event but the database does not know yet.
 			// Returning an error retries it: at-least-once, never lost.
 			log.Error("delivered, but recording it failed; it will be delivered again", "error", err)

@@ -9,12 +9,9 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
-	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/rivertype"
 
 	"github.com/webhook-outbox/webhook-outbox/migrations"
@@ -144,36 +141,6 @@ func (s *Store) EventForDelivery(ctx context.Context, id int64, receivedAt time.
 		ID: row.ID, Route: row.Route, Key: row.Key, ReceivedAt: row.ReceivedAt,
 		ContentType: row.ContentType, Body: row.Body,
 	}, nil
-}
-
-// CompleteDelivery records the event as delivered and completes its job in
-// one transaction, so the event row keeps the fact after River cleans the
-// completed job away.
-//
-// Retention may move the event to events_retained at the same moment (a
-// cross-partition update); Postgres then fails this update with a
-// serialization error, and it is tried once more.
-func (s *Store) CompleteDelivery(ctx context.Context, job *river.Job[DeliverArgs]) error {
-	err := s.completeDelivery(ctx, job)
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == pgerrcode.SerializationFailure {
-		err = s.completeDelivery(ctx, job)
-	}
-	return err
-}
-
-func (s *Store) completeDelivery(ctx context.Context, job *river.Job[DeliverArgs]) error {
-	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if err := s.q.WithTx(tx).MarkEventDelivered(ctx, dbsqlc.MarkEventDeliveredParams{
-			ID: job.Args.EventID, ReceivedAt: job.Args.ReceivedAt, Attempts: new(int32(job.Attempt)),
-		}); err != nil {
-			return fmt.Errorf("error marking event %d delivered: %w", job.Args.EventID, err)
-		}
-		if _, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job); err != nil {
-			return fmt.Errorf("error completing job %d: %w", job.ID, err)
-		}
-		return nil
-	})
 }
 
 // JobInserter is the part of a River client that enqueues jobs in a

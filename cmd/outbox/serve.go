@@ -50,6 +50,7 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		riverLevel = "debug"
 	}
 	riverLogger, _ := newLogger(stderr, *logFormat, riverLevel)
+	startDebugServer(logger)
 	m := &Main{Config: cfg, Logger: logger, RiverLogger: riverLogger.With("component", "river"), Migrate: *migrate}
 	if err := m.Run(ctx); err != nil {
 		return err
@@ -100,6 +101,7 @@ type Main struct {
 	stopUI    context.CancelFunc
 	batcher   *store.Batcher
 	breakers  *jobs.Breakers
+	completer *store.Completer
 	// stopPauses stops the periodic pause reconciliation.
 	stopPauses func()
 	// limits replaces defaultHTTPLimits when set (tests shorten them).
@@ -156,11 +158,13 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	m.registry = registry
 	metrics := jobs.NewMetrics(registry, routes)
 	m.breakers = jobs.NewBreakers(cfg, logger.With("component", "delivery"))
+	m.completer = jobs.NewCompleter(st)
 	m.river, err = jobs.NewClient(m.pool, st, cfg, jobs.ClientOptions{
 		Logger:      logger.With("component", "delivery"),
 		RiverLogger: riverLogger,
 		Metrics:     metrics,
 		Breakers:    m.breakers,
+		Completer:   m.completer,
 	})
 	if err != nil {
 		return err
@@ -320,6 +324,10 @@ func (m *Main) Close(ctx context.Context) error {
 func (m *Main) closeResources() {
 	if m.stopStats != nil {
 		m.stopStats()
+	}
+	// After River has stopped: its last deliveries record through it.
+	if m.completer != nil {
+		m.completer.Close()
 	}
 	if m.pool != nil {
 		m.pool.Close()

@@ -195,19 +195,23 @@ func (q *Queries) LockEventKeys(ctx context.Context, arg LockEventKeysParams) er
 	return err
 }
 
-const markEventDelivered = `-- name: MarkEventDelivered :exec
-UPDATE events
-SET delivered_at = now(), delivery_attempts = $1
-WHERE id = $2 AND received_at = $3
+const markEventsDelivered = `-- name: MarkEventsDelivered :exec
+UPDATE events e
+SET delivered_at = now(), delivery_attempts = x.attempt
+FROM (SELECT unnest($1::bigint[])                AS id,
+             unnest($2::timestamptz[])  AS received_at,
+             unnest($3::int[])              AS attempt) AS x
+WHERE e.id = x.id AND e.received_at = x.received_at
 `
 
-type MarkEventDeliveredParams struct {
-	Attempts   *int32
-	ID         int64
-	ReceivedAt time.Time
+type MarkEventsDeliveredParams struct {
+	Ids         []int64
+	ReceivedAts []time.Time
+	Attempts    []int32
 }
 
-func (q *Queries) MarkEventDelivered(ctx context.Context, arg MarkEventDeliveredParams) error {
-	_, err := q.db.Exec(ctx, markEventDelivered, arg.Attempts, arg.ID, arg.ReceivedAt)
+// Records a batch of deliveries; see store.Completer.
+func (q *Queries) MarkEventsDelivered(ctx context.Context, arg MarkEventsDeliveredParams) error {
+	_, err := q.db.Exec(ctx, markEventsDelivered, arg.Ids, arg.ReceivedAts, arg.Attempts)
 	return err
 }

@@ -42,12 +42,16 @@ SELECT id, route, key, received_at, content_type, body
 FROM events
 WHERE id = @id AND received_at = @received_at;
 
--- name: MarkEventDelivered :exec
-UPDATE events
-SET delivered_at = now(), delivery_attempts = @attempts
-WHERE id = @id AND received_at = @received_at;
-
 -- name: GetEventByKey :one
 SELECT id, route, key, received_at, content_type, headers, body, delivered_at, delivery_attempts
 FROM events
 WHERE route = @route AND key = @key;
+
+-- name: MarkEventsDelivered :exec
+-- Records a batch of deliveries; see store.Completer.
+UPDATE events e
+SET delivered_at = now(), delivery_attempts = x.attempt
+FROM (SELECT unnest(@ids::bigint[])                AS id,
+             unnest(@received_ats::timestamptz[])  AS received_at,
+             unnest(@attempts::int[])              AS attempt) AS x
+WHERE e.id = x.id AND e.received_at = x.received_at;
