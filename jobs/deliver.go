@@ -42,10 +42,10 @@ type Deliverer struct {
 	store     *store.Store
 	completer *store.Completer
 	routes    map[string]*route
-	client   *http.Client
-	logger   *slog.Logger
-	now      func() time.Time
-	breakers *Breakers
+	client    *http.Client
+	logger    *slog.Logger
+	now       func() time.Time
+	breakers  *Breakers
 }
 
 type route struct {
