@@ -49,7 +49,8 @@ type ClientOptions struct {
 }
 
 // NewClient returns the River client that runs deliveries: one queue per
-// route, named after it, with the route's concurrency as MaxWorkers, and
+// route, named after it, with WorkersPerSlot workers per delivery slot
+// (the route's concurrency), and
 // dead letters kept for dead_letter_retention.
 func NewClient(pool *pgxpool.Pool, st *store.Store, cfg *config.Config, opts ClientOptions) (*river.Client[pgx.Tx], error) {
 	deliverer, err := NewDeliverer(st, cfg, opts.Logger)
@@ -76,7 +77,7 @@ func NewClient(pool *pgxpool.Pool, st *store.Store, cfg *config.Config, opts Cli
 	}
 	queues := make(map[string]river.QueueConfig, len(cfg.Routes)+1)
 	for _, r := range cfg.Routes {
-		queues[r.Name] = river.QueueConfig{MaxWorkers: r.Concurrency}
+		queues[r.Name] = river.QueueConfig{MaxWorkers: r.Concurrency * WorkersPerSlot}
 	}
 	queues[MaintenanceQueue] = river.QueueConfig{MaxWorkers: 1}
 	metrics := opts.Metrics

@@ -54,6 +54,7 @@ type route struct {
 	headers http.Header
 	limiter *rate.Limiter // nil without a rate_limit
 	signer  *signer       // nil unless target.signing_secret is set
+	slots   slots         // at most `concurrency` requests in flight
 }
 
 // NewDeliverer returns a Deliverer for cfg's routes.
@@ -71,7 +72,8 @@ func NewDeliverer(st *store.Store, cfg *config.Config, logger *slog.Logger) (*De
 		}
 		headers.Set("User-Agent", "webhook-outbox/1")
 		headers.Set(HeaderRoute, rc.Name)
-		routes[rc.Name] = &route{cfg: rc, target: target, headers: headers, limiter: newRateLimiter(rc.RateLimit), signer: newSigner(rc.Target.SigningKeys())}
+		routes[rc.Name] = &route{cfg: rc, target: target, headers: headers, limiter: newRateLimiter(rc.RateLimit),
+			signer: newSigner(rc.Target.SigningKeys()), slots: newSlots(rc.Concurrency)}
 	}
 	return &Deliverer{
 		store:    st,
@@ -106,7 +108,7 @@ func newHTTPClient() *http.Client {
 // to load the event and record the outcome.
 func (d *Deliverer) Timeout(job *river.Job[store.DeliverArgs]) time.Duration {
 	if r := d.routes[job.Args.Route]; r != nil {
-		return r.cfg.Target.Timeout.D() + 15*time.Second
+		return slotWait(r.cfg.Target.Timeout.D()) + r.cfg.Target.Timeout.D() + 15*time.Second
 	}
 	return time.Minute
 }
@@ -171,7 +173,16 @@ func (d *Deliverer) Work(ctx context.Context, job *river.Job[store.DeliverArgs])
 		return fmt.Errorf("cannot load the event from the database: %w", err)
 	}
 
+	if !r.slots.acquire(ctx, slotWait(r.cfg.Target.Timeout.D())) {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("delivery interrupted while waiting for a slot: %w", err)
+		}
+		// Every slot is busy with this route's slow target: come back
+		// later without using an attempt, and free the worker meanwhile.
+		return river.JobSnooze(busySnooze())
+	}
 	out := d.attempt(ctx, r, ev, job.Attempt)
+	r.slots.release()
 	p.record(out.Verdict, out.Message, d.now())
 	log = log.With("outcome", out.Verdict.String(), "status", out.Status)
 

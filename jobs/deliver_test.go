@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -418,5 +419,39 @@ func TestShutdownGivesTheAttemptBack(t *testing.T) {
 	}
 	if job.State != rivertype.JobStateAvailable || job.Attempt != 0 || len(job.Errors) != 0 {
 		t.Errorf("after a shutdown: state %s, attempt %d, errors %v; want available, 0, none (not a dead letter)", job.State, job.Attempt, job.Errors)
+	}
+}
+
+// TestConcurrencyCapsRequestsInFlight: River runs WorkersPerSlot workers
+// per slot, but the target never sees more than the route's concurrency
+// at once, and every event is delivered.
+func TestConcurrencyCapsRequestsInFlight(t *testing.T) {
+	t.Parallel()
+	var inFlight, peak atomic.Int32
+	tg := newTarget(t, func(w http.ResponseWriter, _ *http.Request) {
+		n := inFlight.Add(1)
+		for {
+			p := peak.Load()
+			if n <= p || peak.CompareAndSwap(p, n) {
+				break
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+		inFlight.Add(-1)
+	})
+	b := setup(t, tg.URL, "    concurrency: 3")
+	const n = 40
+	for i := range n {
+		b.accept(t, fmt.Sprintf(`{"id":"c-%d"}`, i), 5)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for len(tg.requests()) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d delivered", len(tg.requests()), n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if p := peak.Load(); p > 3 || p < 2 {
+		t.Errorf("the target saw %d requests at once; concurrency is 3", p)
 	}
 }
