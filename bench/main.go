@@ -42,6 +42,7 @@ type options struct {
 	backlog     int
 	dupShare    float64
 	concurrency int
+	quick       bool
 }
 
 func main() {
@@ -52,6 +53,7 @@ func main() {
 	flag.IntVar(&o.backlog, "backlog", 100_000, "events in the drain test")
 	flag.Float64Var(&o.dupShare, "duplicates", 0.05, "share of requests that repeat an earlier key")
 	flag.IntVar(&o.concurrency, "concurrency", 64, "the bench route's delivery concurrency")
+	flag.BoolVar(&o.quick, "quick", false, "only the closed-loop phases, for comparing settings")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -71,7 +73,10 @@ type Result struct {
 	Duration string    `json:"phase_duration"`
 
 	ClosedLoop Phase `json:"closed_loop"`
-	OpenLoop   Phase `json:"open_loop"`
+	// IntakeAlone is the closed loop with the route paused, so no delivery
+	// competes for the database.
+	IntakeAlone Phase `json:"closed_loop_deliveries_paused"`
+	OpenLoop    Phase `json:"open_loop"`
 
 	DeliveriesPerSecDuringBurst float64 `json:"deliveries_per_sec_during_burst"`
 	DrainEvents                 int     `json:"drain_events"`
@@ -84,6 +89,9 @@ type Result struct {
 	PgbenchInsert   float64 `json:"pgbench_bare_insert_per_sec"`
 	RatioOutboxTx   float64 `json:"ratio_to_outbox_tx"`
 	RatioInsert     float64 `json:"ratio_to_bare_insert"`
+	// The same ratios for the closed loop with deliveries paused.
+	RatioOutboxTxAlone float64 `json:"ratio_to_outbox_tx_deliveries_paused"`
+	RatioInsertAlone   float64 `json:"ratio_to_bare_insert_deliveries_paused"`
 }
 
 // Phase is one load phase's outcome.
@@ -158,7 +166,8 @@ routes:
 	var serveLog bytes.Buffer
 	serve := exec.CommandContext(ctx, bin, "serve", "--migrate", "--config", cfgPath)
 	serve.Stdout, serve.Stderr = &serveLog, &serveLog
-	serve.Env = append(os.Environ(), "OUTBOX_DEBUG_LISTEN="+os.Getenv("BENCH_PPROF_LISTEN"))
+	serve.Env = append(os.Environ(), "OUTBOX_DEBUG_LISTEN="+os.Getenv("BENCH_PPROF_LISTEN"),
+		"OUTBOX_INTAKE_BATCH_WORKERS="+os.Getenv("BENCH_BATCH_WORKERS"))
 	if err := serve.Start(); err != nil {
 		return err
 	}
@@ -181,6 +190,23 @@ routes:
 	t0 := time.Now()
 	res.ClosedLoop = gen.closedLoop(ctx, o.clients, o.duration)
 	res.DeliveriesPerSecDuringBurst = float64(sink.count.Load()-deliveredBefore) / time.Since(t0).Seconds()
+
+	logf("closed loop with deliveries paused: %d connections for %s", o.clients, o.duration)
+	if err := admin(ctx, outboxURL, token, "/admin/v1/routes/bench/pause"); err != nil {
+		return err
+	}
+	res.IntakeAlone = gen.closedLoop(ctx, o.clients, o.duration)
+	res.IntakeAlone.Target += ", deliveries paused"
+	if err := admin(ctx, outboxURL, token, "/admin/v1/routes/bench/resume"); err != nil {
+		return err
+	}
+	if err := waitDrained(ctx, dbURL, 10*time.Minute); err != nil {
+		return err
+	}
+	if o.quick {
+		printTable(os.Stdout, &res)
+		return nil
+	}
 
 	logf("open loop: %d requests/s for %s", o.openRate, o.duration)
 	res.OpenLoop = gen.openLoop(ctx, o.openRate, o.duration)
@@ -223,6 +249,8 @@ routes:
 	}
 	res.RatioOutboxTx = res.ClosedLoop.AcceptedPS / res.PgbenchOutboxTx
 	res.RatioInsert = res.ClosedLoop.AcceptedPS / res.PgbenchInsert
+	res.RatioOutboxTxAlone = res.IntakeAlone.AcceptedPS / res.PgbenchOutboxTx
+	res.RatioInsertAlone = res.IntakeAlone.AcceptedPS / res.PgbenchInsert
 
 	printTable(os.Stdout, &res)
 	return save(root, &res)
@@ -495,7 +523,10 @@ func pgbench(ctx context.Context, dbURL string, clients int, d time.Duration, sc
 func printTable(w io.Writer, r *Result) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "webhook-outbox bench\t%s, commit %s, %s\n", r.When.Format(time.RFC3339), r.Commit, r.Machine)
-	for _, p := range []*Phase{&r.ClosedLoop, &r.OpenLoop} {
+	for _, p := range []*Phase{&r.ClosedLoop, &r.IntakeAlone, &r.OpenLoop} {
+		if p.Target == "" {
+			continue
+		}
 		fmt.Fprintf(tw, "%s\t\n", p.Target)
 		fmt.Fprintf(tw, "  accepted/s\t%.0f\n", p.AcceptedPS)
 		fmt.Fprintf(tw, "  ack latency p50 / p99 / p99.9\t%.2f / %.2f / %.2f ms\n", p.P50ms, p.P99ms, p.P999ms)
@@ -507,8 +538,8 @@ func printTable(w io.Writer, r *Result) {
 	fmt.Fprintf(tw, "outbox idle CPU\t%.1f%% of a core\n", r.IdleCPUPercent)
 	fmt.Fprintf(tw, "pgbench, per-request outbox tx (%d clients, prepared)\t%.0f tx/s\n", r.Clients, r.PgbenchOutboxTx)
 	fmt.Fprintf(tw, "pgbench, bare single-row insert (%d clients, prepared)\t%.0f tx/s\n", r.Clients, r.PgbenchInsert)
-	fmt.Fprintf(tw, "accepted/s ÷ outbox tx baseline\t%.2f×\n", r.RatioOutboxTx)
-	fmt.Fprintf(tw, "accepted/s ÷ bare insert baseline\t%.2f×\n", r.RatioInsert)
+	fmt.Fprintf(tw, "accepted/s ÷ outbox tx baseline\t%.2f× (%.2f× with deliveries paused)\n", r.RatioOutboxTx, r.RatioOutboxTxAlone)
+	fmt.Fprintf(tw, "accepted/s ÷ bare insert baseline\t%.2f× (%.2f× with deliveries paused)\n", r.RatioInsert, r.RatioInsertAlone)
 	_ = tw.Flush()
 }
 

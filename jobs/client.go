@@ -38,6 +38,9 @@ type ClientOptions struct {
 	// Metrics records every delivery attempt. Nil records to a private,
 	// unserved registry.
 	Metrics *Metrics
+	// IntakePressure, when set, makes deliveries give way to intake during
+	// bursts; intake's Batcher marks it.
+	IntakePressure *store.IntakePressure
 	// Completer records successful deliveries; serve closes it after River
 	// has stopped. When nil, the client makes one that lives as long as the
 	// process.
@@ -60,6 +63,7 @@ func NewClient(pool *pgxpool.Pool, st *store.Store, cfg *config.Config, opts Cli
 	if opts.Breakers != nil {
 		deliverer.breakers = opts.Breakers
 	}
+	deliverer.pressure = opts.IntakePressure
 	deliverer.completer = opts.Completer
 	if deliverer.completer == nil {
 		deliverer.completer = NewCompleter(st)

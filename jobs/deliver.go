@@ -41,6 +41,7 @@ type Deliverer struct {
 
 	store     *store.Store
 	completer *store.Completer
+	pressure  *store.IntakePressure // nil: never yield
 	routes    map[string]*route
 	client    *http.Client
 	logger    *slog.Logger
@@ -158,6 +159,7 @@ func (d *Deliverer) Work(ctx context.Context, job *river.Job[store.DeliverArgs])
 		log.Error("route is not configured; cancelling delivery")
 		return river.JobCancel(fmt.Errorf("route %s is not configured on the replica that ran this job: add the route back, then retry the dead letter", job.Args.Route))
 	}
+	d.yieldToIntake(ctx)
 	p, err := d.admit(ctx, log, job, r)
 	if err != nil {
 		return err
@@ -224,6 +226,26 @@ func (d *Deliverer) Work(ctx context.Context, job *river.Job[store.DeliverArgs])
 	}
 	log.Warn("delivery failed; will retry", "error", out.Message)
 	return errors.New(out.Message)
+}
+
+// maxYield bounds how long one delivery gives way to intake.
+const maxYield = time.Second
+
+// yieldToIntake waits, at most maxYield, while intake is queueing requests:
+// during a sender's burst, acknowledging webhooks comes first, and the
+// queue absorbs the deliveries until it passes.
+func (d *Deliverer) yieldToIntake(ctx context.Context) {
+	if !d.pressure.Busy() {
+		return
+	}
+	deadline := time.Now().Add(maxYield)
+	for d.pressure.Busy() && time.Now().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(25 * time.Millisecond):
+		}
+	}
 }
 
 // attempt sends one delivery request and classifies what came back.

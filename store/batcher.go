@@ -21,6 +21,9 @@ type BatcherOptions struct {
 	MaxBatch int
 	// Timeout bounds each transaction (intake_timeout).
 	Timeout time.Duration
+	// Pressure, if set, is marked when requests queue, so that deliveries
+	// give way to intake.
+	Pressure *IntakePressure
 }
 
 // Default Batcher settings, chosen by measurement (see README, Performance).
@@ -40,7 +43,11 @@ func NewBatcher(intake *Intake, opts BatcherOptions) *Batcher {
 	if opts.Timeout <= 0 {
 		opts.Timeout = 2 * time.Second
 	}
-	return &Batcher{g: newGroupCommit(opts.Workers, opts.MaxBatch, opts.Timeout, intake.AcceptBatch)}
+	commit := func(ctx context.Context, evs []*NewEvent) ([]Accepted, error) {
+		opts.Pressure.note(len(evs))
+		return intake.AcceptBatch(ctx, evs)
+	}
+	return &Batcher{g: newGroupCommit(opts.Workers, opts.MaxBatch, opts.Timeout, commit)}
 }
 
 // Accept queues ev for the next batch and waits for its commit. If ctx ends

@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -60,6 +62,13 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout.D())
 	defer cancel()
 	return m.Close(shutdownCtx)
+}
+
+// envInt reads a tuning knob from the environment: 0 when unset or not a
+// number, which means the default.
+func envInt(name string) int {
+	n, _ := strconv.Atoi(os.Getenv(name))
+	return n
 }
 
 // newLogger returns the process's logger: JSON or text on w, at level.
@@ -159,18 +168,23 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	metrics := jobs.NewMetrics(registry, routes)
 	m.breakers = jobs.NewBreakers(cfg, logger.With("component", "delivery"))
 	m.completer = jobs.NewCompleter(st)
+	pressure := &store.IntakePressure{}
 	m.river, err = jobs.NewClient(m.pool, st, cfg, jobs.ClientOptions{
 		Logger:      logger.With("component", "delivery"),
 		RiverLogger: riverLogger,
 		Metrics:     metrics,
 		Breakers:    m.breakers,
 		Completer:   m.completer,
+		// During a burst, intake comes first; deliveries catch up after.
+		IntakePressure: pressure,
 	})
 	if err != nil {
 		return err
 	}
 	// Group commit: concurrent webhooks share transactions.
-	m.batcher = store.NewBatcher(store.NewIntake(st, m.river), store.BatcherOptions{Timeout: cfg.IntakeTimeout.D()})
+	m.batcher = store.NewBatcher(store.NewIntake(st, m.river), store.BatcherOptions{
+		Timeout: cfg.IntakeTimeout.D(), Workers: envInt("OUTBOX_INTAKE_BATCH_WORKERS"), Pressure: pressure,
+	})
 	intake, err := handler.NewIntake(cfg, m.batcher, logger.With("component", "intake"))
 	if err != nil {
 		return err
