@@ -77,6 +77,8 @@ type Result struct {
 	// competes for the database.
 	IntakeAlone Phase `json:"closed_loop_deliveries_paused"`
 	OpenLoop    Phase `json:"open_loop"`
+	// OpenAlone is the open loop with the route paused.
+	OpenAlone Phase `json:"open_loop_deliveries_paused"`
 
 	DeliveriesPerSecDuringBurst float64 `json:"deliveries_per_sec_during_burst"`
 	DrainEvents                 int     `json:"drain_events"`
@@ -210,6 +212,18 @@ routes:
 
 	logf("open loop: %d requests/s for %s", o.openRate, o.duration)
 	res.OpenLoop = gen.openLoop(ctx, o.openRate, o.duration)
+	if err := waitDrained(ctx, dbURL, 10*time.Minute); err != nil {
+		return err
+	}
+	logf("open loop with deliveries paused: %d requests/s for %s", o.openRate, o.duration)
+	if err := admin(ctx, outboxURL, token, "/admin/v1/routes/bench/pause"); err != nil {
+		return err
+	}
+	res.OpenAlone = gen.openLoop(ctx, o.openRate, o.duration)
+	res.OpenAlone.Target += ", deliveries paused"
+	if err := admin(ctx, outboxURL, token, "/admin/v1/routes/bench/resume"); err != nil {
+		return err
+	}
 
 	if err := waitDrained(ctx, dbURL, 5*time.Minute); err != nil {
 		return err
@@ -523,7 +537,7 @@ func pgbench(ctx context.Context, dbURL string, clients int, d time.Duration, sc
 func printTable(w io.Writer, r *Result) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "webhook-outbox bench\t%s, commit %s, %s\n", r.When.Format(time.RFC3339), r.Commit, r.Machine)
-	for _, p := range []*Phase{&r.ClosedLoop, &r.IntakeAlone, &r.OpenLoop} {
+	for _, p := range []*Phase{&r.ClosedLoop, &r.IntakeAlone, &r.OpenLoop, &r.OpenAlone} {
 		if p.Target == "" {
 			continue
 		}
