@@ -20,14 +20,14 @@ export GENESYS_TOKEN=${GENESYS_TOKEN:-dev-genesys-token}
 listen=${OUTBOX_LISTEN:-:8080}
 port=${listen##*:}
 
-bin/outbox demo-target --listen 127.0.0.1:9090 --fail-rate "${DEMO_FAIL_RATE:-0.3}" &
+bin/outbox demo-target --listen 127.0.0.1:9090 --fail-rate "${DEMO_FAIL_RATE:-0.3}" --fail-status "${DEMO_FAIL_STATUS:-500}" &
 demo=$!
 trap 'kill $demo 2>/dev/null || true' EXIT
 
 cat <<MSG
 
   webhook-outbox is starting on $listen, delivering to the demo target on :9090
-  (which fails ${DEMO_FAIL_RATE:-0.3} of requests, so you will see retries).
+  (which fails ${DEMO_FAIL_RATE:-0.3} of requests with ${DEMO_FAIL_STATUS:-500}, so you will see retries).
 
   Send a webhook:
 
