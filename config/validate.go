@@ -1,6 +1,8 @@
 package config
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -262,6 +264,20 @@ func Secrets(single string, list []string) []string {
 		return []string{single}
 	}
 	return list
+}
+
+// StandardWebhooksSignature is the Standard Webhooks signature of a
+// message: HMAC-SHA256, with the decoded secret as key, of
+// "<webhook-id>.<webhook-timestamp>.<body>". Intake verifies senders' and
+// deliveries carry outbox's own with it.
+func StandardWebhooksSignature(key []byte, id, timestamp string, body []byte) []byte {
+	mac := hmac.New(sha256.New, key)
+	mac.Write([]byte(id))
+	mac.Write([]byte{'.'})
+	mac.Write([]byte(timestamp))
+	mac.Write([]byte{'.'})
+	mac.Write(body)
+	return mac.Sum(nil)
 }
 
 // DecodeStandardWebhooksSecret decodes a Standard Webhooks secret: base64,

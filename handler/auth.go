@@ -193,13 +193,7 @@ func (a *standardWebhooksAuth) check(h http.Header, body []byte, now time.Time) 
 	}
 	match := false
 	for _, key := range a.keys {
-		mac := hmac.New(sha256.New, key)
-		mac.Write([]byte(id))
-		mac.Write([]byte{'.'})
-		mac.Write([]byte(ts))
-		mac.Write([]byte{'.'})
-		mac.Write(body)
-		want := mac.Sum(nil)
+		want := config.StandardWebhooksSignature(key, id, ts, body)
 		for _, versioned := range strings.Fields(sigs) {
 			version, encoded, ok := strings.Cut(versioned, ",")
 			if !ok || version != "v1" {

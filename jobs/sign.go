@@ -1,13 +1,13 @@
 package jobs
 
 import (
-	"crypto/hmac"
-	"crypto/sha256"
 	"encoding/base64"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/webhook-outbox/webhook-outbox/config"
 )
 
 // Standard Webhooks headers on a signed delivery.
@@ -42,13 +42,7 @@ func (s *signer) sign(h http.Header, id string, now time.Time, body []byte) {
 	ts := strconv.FormatInt(now.Unix(), 10)
 	sigs := make([]string, len(s.keys))
 	for i, key := range s.keys {
-		mac := hmac.New(sha256.New, key)
-		mac.Write([]byte(id))
-		mac.Write([]byte{'.'})
-		mac.Write([]byte(ts))
-		mac.Write([]byte{'.'})
-		mac.Write(body)
-		sigs[i] = "v1," + base64.StdEncoding.EncodeToString(mac.Sum(nil))
+		sigs[i] = "v1," + base64.StdEncoding.EncodeToString(config.StandardWebhooksSignature(key, id, ts, body))
 	}
 	h.Set(HeaderWebhookID, id)
 	h.Set(HeaderWebhookTimestamp, ts)
