@@ -160,6 +160,25 @@ func (d *Deliverer) Work(ctx context.Context, job *river.Job[store.DeliverArgs])
 		return river.JobCancel(fmt.Errorf("route %s is not configured on the replica that ran this job: add the route back, then retry the dead letter", job.Args.Route))
 	}
 	d.yieldToIntake(ctx)
+	// The slot comes first, so that no more than `concurrency` deliveries
+	// hold the circuit breaker's permits: its bound on requests to a target
+	// that starts failing counts on it.
+	if !r.slots.acquire(ctx, slotWait(r.cfg.Target.Timeout.D())) {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("delivery interrupted while waiting for a slot: %w", err)
+		}
+		// Every slot is busy with this route's slow target: come back
+		// later without using an attempt, and free the worker meanwhile.
+		return river.JobSnooze(busySnooze())
+	}
+	slotHeld := true
+	releaseSlot := func() {
+		if slotHeld {
+			slotHeld = false
+			r.slots.release()
+		}
+	}
+	defer releaseSlot()
 	p, err := d.admit(ctx, log, job, r)
 	if err != nil {
 		return err
@@ -175,16 +194,8 @@ func (d *Deliverer) Work(ctx context.Context, job *river.Job[store.DeliverArgs])
 		return fmt.Errorf("cannot load the event from the database: %w", err)
 	}
 
-	if !r.slots.acquire(ctx, slotWait(r.cfg.Target.Timeout.D())) {
-		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("delivery interrupted while waiting for a slot: %w", err)
-		}
-		// Every slot is busy with this route's slow target: come back
-		// later without using an attempt, and free the worker meanwhile.
-		return river.JobSnooze(busySnooze())
-	}
 	out := d.attempt(ctx, r, ev, job.Attempt)
-	r.slots.release()
+	releaseSlot() // recording the outcome needs no slot
 	p.record(out.Verdict, out.Message, d.now())
 	log = log.With("outcome", out.Verdict.String(), "status", out.Status)
 
