@@ -24,7 +24,8 @@ type RouteStatus struct {
 	// DeadLetters counts the route's events in the dead_letters view.
 	DeadLetters int64 `json:"dead_letters"`
 	// OldestUndeliveredAge is how long the oldest event still waiting for
-	// delivery has waited, in seconds; null when none waits.
+	// delivery has waited, in seconds, counted from its intake (or its
+	// replay); null when none waits. It is outbox_oldest_undelivered_age_seconds.
 	OldestUndeliveredAge *float64 `json:"oldest_undelivered_age_seconds"`
 	// DeliveredLastHour counts deliveries that succeeded in the last hour.
 	DeliveredLastHour int64 `json:"delivered_last_hour"`
@@ -72,40 +73,34 @@ func (a *Admin) Routes(ctx context.Context) ([]RouteStatus, error) {
 		byName[r.Name] = &out[i]
 	}
 	q := a.store.q
-	backlog, err := q.BacklogByRoute(ctx)
+	// The same queries as the backlog and dead-letter gauges, so the
+	// listing and /metrics agree.
+	st, err := a.store.DeliveryStats(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("error counting backlog: %w", err)
+		return nil, err
 	}
-	for _, b := range backlog {
-		if s := byName[b.Route]; s != nil {
-			switch b.State {
-			case "available", "pending":
-				s.Backlog.Available += b.Jobs
-			case "retryable":
-				s.Backlog.Retryable += b.Jobs
-			case "scheduled":
-				s.Backlog.Scheduled += b.Jobs
-			case "running":
-				s.Backlog.Running += b.Jobs
-			}
+	for _, b := range st.Backlog {
+		s := byName[b.Route]
+		if s == nil {
+			continue
+		}
+		switch b.State {
+		case "available", "pending":
+			s.Backlog.Available += b.Jobs
+		case "retryable":
+			s.Backlog.Retryable += b.Jobs
+		case "scheduled":
+			s.Backlog.Scheduled += b.Jobs
+		case "running":
+			s.Backlog.Running += b.Jobs
+		}
+		if s.OldestUndeliveredAge == nil || b.OldestAge > *s.OldestUndeliveredAge {
+			s.OldestUndeliveredAge = new(max(b.OldestAge, 0))
 		}
 	}
-	oldest, err := q.OldestUndeliveredByRoute(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("error finding oldest undelivered events: %w", err)
-	}
-	for _, o := range oldest {
-		if s := byName[o.Route]; s != nil {
-			s.OldestUndeliveredAge = new(max(now.Sub(o.Oldest).Seconds(), 0))
-		}
-	}
-	dead, err := q.DeadLettersByRoute(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("error counting dead letters: %w", err)
-	}
-	for _, d := range dead {
-		if s := byName[d.Route]; s != nil {
-			s.DeadLetters = d.Dead
+	for route, n := range st.DeadLetters {
+		if s := byName[route]; s != nil {
+			s.DeadLetters = n
 		}
 	}
 	delivered, err := q.DeliveredSinceByRoute(ctx, new(now.Add(-time.Hour)))

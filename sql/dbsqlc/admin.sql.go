@@ -10,39 +10,6 @@ import (
 	"time"
 )
 
-const backlogByRoute = `-- name: BacklogByRoute :many
-SELECT queue AS route, state::text AS state, count(*) AS jobs
-FROM river_job
-WHERE kind = 'deliver' AND state IN ('available', 'pending', 'retryable', 'running', 'scheduled')
-GROUP BY queue, state
-`
-
-type BacklogByRouteRow struct {
-	Route string
-	State string
-	Jobs  int64
-}
-
-func (q *Queries) BacklogByRoute(ctx context.Context) ([]BacklogByRouteRow, error) {
-	rows, err := q.db.Query(ctx, backlogByRoute)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	items := []BacklogByRouteRow{}
-	for rows.Next() {
-		var i BacklogByRouteRow
-		if err := rows.Scan(&i.Route, &i.State, &i.Jobs); err != nil {
-			return nil, err
-		}
-		items = append(items, i)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items, nil
-}
-
 const clearRoutePaused = `-- name: ClearRoutePaused :exec
 DELETE FROM route_pauses WHERE route = $1
 `
@@ -67,35 +34,6 @@ func (q *Queries) CountReplay(ctx context.Context, arg CountReplayParams) (int64
 	var count int64
 	err := row.Scan(&count)
 	return count, err
-}
-
-const deadLettersByRoute = `-- name: DeadLettersByRoute :many
-SELECT route, count(*) AS dead FROM dead_letters GROUP BY route
-`
-
-type DeadLettersByRouteRow struct {
-	Route string
-	Dead  int64
-}
-
-func (q *Queries) DeadLettersByRoute(ctx context.Context) ([]DeadLettersByRouteRow, error) {
-	rows, err := q.db.Query(ctx, deadLettersByRoute)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	items := []DeadLettersByRouteRow{}
-	for rows.Next() {
-		var i DeadLettersByRouteRow
-		if err := rows.Scan(&i.Route, &i.Dead); err != nil {
-			return nil, err
-		}
-		items = append(items, i)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items, nil
 }
 
 const deliveredSinceByRoute = `-- name: DeliveredSinceByRoute :many
@@ -215,39 +153,6 @@ func (q *Queries) ListRoutePauses(ctx context.Context) ([]RoutePause, error) {
 	for rows.Next() {
 		var i RoutePause
 		if err := rows.Scan(&i.Route, &i.PausedAt); err != nil {
-			return nil, err
-		}
-		items = append(items, i)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items, nil
-}
-
-const oldestUndeliveredByRoute = `-- name: OldestUndeliveredByRoute :many
-SELECT j.queue AS route, min(e.received_at)::timestamptz AS oldest
-FROM river_job j
-JOIN events e ON e.id = (j.args ->> 'event_id')::bigint AND e.received_at = (j.args ->> 'received_at')::timestamptz
-WHERE j.kind = 'deliver' AND j.state IN ('available', 'pending', 'retryable', 'running', 'scheduled')
-GROUP BY j.queue
-`
-
-type OldestUndeliveredByRouteRow struct {
-	Route  string
-	Oldest time.Time
-}
-
-func (q *Queries) OldestUndeliveredByRoute(ctx context.Context) ([]OldestUndeliveredByRouteRow, error) {
-	rows, err := q.db.Query(ctx, oldestUndeliveredByRoute)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	items := []OldestUndeliveredByRouteRow{}
-	for rows.Next() {
-		var i OldestUndeliveredByRouteRow
-		if err := rows.Scan(&i.Route, &i.Oldest); err != nil {
 			return nil, err
 		}
 		items = append(items, i)

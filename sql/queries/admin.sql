@@ -29,22 +29,6 @@ LIMIT @max_rows;
 -- name: CountReplay :one
 SELECT count(*) FROM events WHERE route = @route AND received_at >= @since AND received_at < @until;
 
--- name: BacklogByRoute :many
-SELECT queue AS route, state::text AS state, count(*) AS jobs
-FROM river_job
-WHERE kind = 'deliver' AND state IN ('available', 'pending', 'retryable', 'running', 'scheduled')
-GROUP BY queue, state;
-
--- name: OldestUndeliveredByRoute :many
-SELECT j.queue AS route, min(e.received_at)::timestamptz AS oldest
-FROM river_job j
-JOIN events e ON e.id = (j.args ->> 'event_id')::bigint AND e.received_at = (j.args ->> 'received_at')::timestamptz
-WHERE j.kind = 'deliver' AND j.state IN ('available', 'pending', 'retryable', 'running', 'scheduled')
-GROUP BY j.queue;
-
--- name: DeadLettersByRoute :many
-SELECT route, count(*) AS dead FROM dead_letters GROUP BY route;
-
 -- name: DeliveredSinceByRoute :many
 -- Completed delivery jobs; River keeps them for a day, which covers the
 -- hour asked for. River's (state, finalized_at) index serves it.
