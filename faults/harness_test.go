@@ -537,15 +537,14 @@ func ok(*http.Request) (int, <-chan struct{}) { return http.StatusOK, nil }
 // ledger records what senders were told: every key acknowledged with a
 // 2xx, and every other answer, for the case's checks.
 type ledger struct {
-	mu         sync.Mutex
-	acked      map[string]time.Time
-	statuses   map[int]int
-	latencies  map[int][]time.Duration
-	netErrors  int
-	hangs      int // no answer within the sender's 5s timeout
-	problems   []string
-	lastAckAt  time.Time
-	firstError time.Time
+	mu        sync.Mutex
+	acked     map[string]time.Time
+	statuses  map[int]int
+	latencies map[int][]time.Duration
+	netErrors int
+	hangs     int // no answer within the sender's 5s timeout
+	problems  []string
+	lastAckAt time.Time
 }
 
 func newLedger() *ledger {

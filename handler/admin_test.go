@@ -387,7 +387,7 @@ func TestAdminReplayRoutesAndPause(t *testing.T) {
 		t.Fatalf("pause: %d %s", status, raw)
 	}
 	status, _, raw = b.do(t, bearer, "GET", "/admin/v1/routes", nil)
-	if r := decode[struct{ Routes []store.RouteStatus }](t, raw).Routes[1]; !r.Paused || r.PausedAt == nil {
+	if r := decode[struct{ Routes []store.RouteStatus }](t, raw).Routes[1]; status != 200 || !r.Paused || r.PausedAt == nil {
 		t.Errorf("after pause: %s", raw)
 	}
 	var riverPaused bool

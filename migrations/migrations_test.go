@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/rivermigrate"
 
@@ -33,21 +34,16 @@ func TestUpDownUp(t *testing.T) {
 	requireTables(t, dbURL, true)
 
 	// River's own bookkeeping agrees: rivermigrate sees nothing to do.
-	conn, err := pgx.Connect(ctx, dbURL)
+	pool, err := pgxpool.New(ctx, dbURL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close(ctx)
-	rm, err := rivermigrate.New(riverpgxv5.New(nil), nil)
+	rm, err := rivermigrate.New(riverpgxv5.New(pool), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tx, err := conn.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := rm.MigrateTx(ctx, tx, rivermigrate.DirectionUp, &rivermigrate.MigrateOpts{DryRun: true})
-	_ = tx.Rollback(ctx) // its locks would block the down migration below
+	res, err := rm.Migrate(ctx, rivermigrate.DirectionUp, &rivermigrate.MigrateOpts{DryRun: true})
+	pool.Close() // its connections would hold up the down migration below
 	if err != nil {
 		t.Fatal(err)
 	}
