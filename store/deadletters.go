@@ -46,6 +46,9 @@ type DeadLetterFilter struct {
 	Since, Until time.Time
 	// ErrorContains matches last_error, case-insensitively.
 	ErrorContains string
+	// Payload, when set, keeps the dead letters whose payload holds a value
+	// at a path (see ParsePayloadCondition).
+	Payload *PayloadCondition
 }
 
 func deadLetterFrom(row dbsqlc.DeadLetter, withErrors bool) DeadLetter {
@@ -107,6 +110,7 @@ func (s *Store) ListDeadLetters(ctx context.Context, f DeadLetterFilter, limit i
 func (s *Store) CountDeadLetters(ctx context.Context, f DeadLetterFilter) (int64, error) {
 	n, err := s.q.CountDeadLetters(ctx, dbsqlc.CountDeadLettersParams{
 		Route: optString(f.Route), Since: optTime(f.Since), Until: optTime(f.Until), ErrorLike: likePattern(f.ErrorContains),
+		PayloadPath: f.Payload.path(), PayloadValue: f.Payload.value(),
 	})
 	if err != nil {
 		return 0, fmt.Errorf("error counting dead letters: %w", err)
@@ -249,11 +253,21 @@ func (a *Admin) retryByFilter(ctx context.Context, f DeadLetterFilter, req Retry
 		return nil, err
 	}
 	res.Matched = total
-	sample, _, err := a.store.ListDeadLetters(ctx, f, 10, "")
-	if err != nil {
-		return nil, err
+	if f.Payload != nil {
+		// ListDeadLetters knows no payload condition; the sample comes
+		// without payloads then.
+		page, err := a.store.SearchDeadLetters(ctx, f, 10, "", time.Second)
+		if err != nil {
+			return nil, err
+		}
+		res.Sample = page.Items
+	} else {
+		sample, _, err := a.store.ListDeadLetters(ctx, f, 10, "")
+		if err != nil {
+			return nil, err
+		}
+		res.Sample = sample
 	}
-	res.Sample = sample
 	if req.DryRun {
 		return res, nil
 	}
@@ -264,7 +278,8 @@ func (a *Admin) retryByFilter(ctx context.Context, f DeadLetterFilter, req Retry
 		}
 		batch, err := a.store.q.DeadLetterBatch(ctx, dbsqlc.DeadLetterBatchParams{
 			Route: optString(f.Route), Since: optTime(f.Since), Until: &f.Until,
-			ErrorLike: likePattern(f.ErrorContains), AfterJobID: after, MaxRows: retryBatchSize,
+			ErrorLike: likePattern(f.ErrorContains), PayloadPath: f.Payload.path(), PayloadValue: f.Payload.value(),
+			AfterJobID: after, MaxRows: retryBatchSize,
 		})
 		if err != nil {
 			return res, fmt.Errorf("error selecting dead letters after retrying %d: %w", res.Retried, err)

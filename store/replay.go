@@ -12,11 +12,13 @@ import (
 )
 
 // ReplayRequest selects the events of one route received in [Since, Until),
-// in any state, to deliver again.
+// in any state, to deliver again; or, with Key, that one event.
 type ReplayRequest struct {
 	Route        string
 	Since, Until time.Time
-	DryRun       bool
+	// Key names one event of Route; Since and Until are then ignored.
+	Key    string
+	DryRun bool
 	// Progress, if set, is called after each batch with the events handled
 	// so far and the number matched at the start.
 	Progress func(done, total int64)
@@ -57,22 +59,31 @@ func (a *Admin) Replay(ctx context.Context, req ReplayRequest) (*ReplayResult, e
 	if err != nil {
 		return nil, err
 	}
+	if req.Key != "" {
+		// The event's own instant is the window; the key picks it out of
+		// the events received in the same transaction.
+		ev, err := a.store.EventByKey(ctx, req.Route, req.Key)
+		if err != nil {
+			return nil, err
+		}
+		req.Since, req.Until = ev.ReceivedAt, ev.ReceivedAt.Add(time.Microsecond)
+	}
 	if req.Since.IsZero() {
 		return nil, invalidf("replay needs a start time (since)")
 	}
 	now := a.now()
-	if req.Until.IsZero() || req.Until.After(now) {
+	if req.Until.IsZero() || (req.Until.After(now) && req.Key == "") {
 		req.Until = now
 	}
 	if !req.Since.Before(req.Until) {
 		return nil, invalidf("the window is empty: since (%s) is not before until (%s)", req.Since.Format(time.RFC3339), req.Until.Format(time.RFC3339))
 	}
 	res := &ReplayResult{DryRun: req.DryRun}
-	res.Matched, err = a.store.q.CountReplay(ctx, dbsqlc.CountReplayParams{Route: req.Route, Since: req.Since, Until: req.Until})
+	res.Matched, err = a.store.q.CountReplay(ctx, dbsqlc.CountReplayParams{Route: req.Route, Since: req.Since, Until: req.Until, Key: optString(req.Key)})
 	if err != nil {
 		return nil, fmt.Errorf("error counting events: %w", err)
 	}
-	after := dbsqlc.ReplayBatchParams{Route: req.Route, Since: req.Since, Until: req.Until, AfterReceivedAt: req.Since.Add(-time.Microsecond), MaxRows: replayBatchSize}
+	after := dbsqlc.ReplayBatchParams{Route: req.Route, Since: req.Since, Until: req.Until, Key: optString(req.Key), AfterReceivedAt: req.Since.Add(-time.Microsecond), MaxRows: replayBatchSize}
 	var done int64
 	for {
 		if err := ctx.Err(); err != nil {
