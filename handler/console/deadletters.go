@@ -268,7 +268,7 @@ func (c *Console) retryOne(w http.ResponseWriter, r *http.Request) {
 	d := res.Sample[0]
 	msg := fmt.Sprintf("Retried job %d with a full budget: it is queued for delivery.", id)
 	if rc := c.routes[d.Route]; rc != nil {
-		msg = fmt.Sprintf("Retried job %d with a full budget (%d attempts, give up after %s): it is queued for delivery.", id, rc.Retry.MaxAttempts, rc.Retry.GiveUpAfter.D())
+		msg = fmt.Sprintf("Retried job %d with a full budget (%d attempts, give up after %s): it is queued for delivery.", id, rc.Retry.MaxAttempts, configDuration(rc.Retry.GiveUpAfter.D()))
 	}
 	c.redirect(w, r, eventURL(d.Route, d.Key), msg)
 }

@@ -18,6 +18,7 @@ var funcs = template.FuncMap{
 	"bytes":    formatBytes,
 	"count":    formatCount,
 	"truncate": truncate,
+	"cfgdur":   configDuration,
 	"secs":     func(s float64) string { return formatDuration(time.Duration(s * float64(time.Second))) },
 	"deref": func(t *time.Time) time.Time {
 		if t == nil {
@@ -63,6 +64,8 @@ func formatDuration(d time.Duration) string {
 	switch {
 	case d <= 0:
 		return "—"
+	case d < time.Millisecond:
+		return d.Round(time.Microsecond).String()
 	case d < time.Second:
 		return d.Round(time.Millisecond).String()
 	case d < time.Minute:
@@ -145,4 +148,17 @@ func newPayloadView(preview []byte, total int64, contentType, rawURL string) pay
 		}
 	}
 	return v
+}
+
+// configDuration writes a configured duration the way it is usually
+// written in the config: 72h, not 72h0m0s.
+func configDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }

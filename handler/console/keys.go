@@ -15,7 +15,7 @@ import (
 // restarts; a page that does not know the admin token cannot compute them,
 // and they reveal nothing of it.
 type keys struct {
-	form  string
+	form     string
 	flashKey []byte
 }
 
@@ -26,7 +26,7 @@ func newKeys(adminToken string) keys {
 		return m.Sum(nil)
 	}
 	return keys{
-		form:  base64.RawURLEncoding.EncodeToString(derive("form token v1")),
+		form:     base64.RawURLEncoding.EncodeToString(derive("form token v1")),
 		flashKey: derive("flash v1"),
 	}
 }

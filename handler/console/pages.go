@@ -31,4 +31,3 @@ func parsePages() (map[string]*template.Template, error) {
 	}
 	return pages, nil
 }
-
