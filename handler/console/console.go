@@ -23,6 +23,7 @@ import (
 	"html/template"
 	"io/fs"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -130,7 +131,12 @@ func New(opts Options) (*Console, error) {
 		c.logger = slog.New(slog.DiscardHandler)
 	}
 	if c.client == nil {
-		c.client = func(r *http.Request) string { return r.RemoteAddr }
+		c.client = func(r *http.Request) string {
+			if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+				return host
+			}
+			return r.RemoteAddr
+		}
 	}
 	if c.now == nil {
 		c.now = time.Now
