@@ -271,7 +271,7 @@ func TestDeadLetterDetail(t *testing.T) {
 	}
 	wantContains(t, page,
 		`{&#34;id&#34;:&#34;k-1&#34;,  &#34;conversationId&#34;: &#34;conv-abc&#34;, &#34;n&#34;: 1}`, // as stored, spaces kept
-		"  &#34;conversationId&#34;: &#34;conv-abc&#34;,", // pretty-printed
+		"  &#34;conversationId&#34;: &#34;conv-abc&#34;,",                                             // pretty-printed
 		`<button type="submit" class="button">Retry</button>`,
 		`data-confirm="Retry k-1 with a full budget (7 attempts, give up after 36h)?"`,
 		fmt.Sprintf(`href="/riverui/jobs/%d"`, id),
