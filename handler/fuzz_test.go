@@ -19,8 +19,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	outbox "github.com/webhook-outbox/webhook-outbox"
 	"github.com/webhook-outbox/webhook-outbox/config"
-	"github.com/webhook-outbox/webhook-outbox/store"
 )
 
 // The fuzz targets here need no database: they drive the parsing and
@@ -195,8 +195,8 @@ func FuzzCredentialVerifiers(f *testing.F) {
 // without a database. Keys ending in "dup" come back as duplicates.
 type nopAcceptor struct{}
 
-func (nopAcceptor) Accept(_ context.Context, ev *store.NewEvent) (store.Accepted, error) {
-	return store.Accepted{Duplicate: strings.HasSuffix(ev.Key, "dup")}, nil
+func (nopAcceptor) Accept(_ context.Context, ev *outbox.NewEvent) (outbox.Accepted, error) {
+	return outbox.Accepted{Duplicate: strings.HasSuffix(ev.Key, "dup")}, nil
 }
 
 const fuzzIntakeConfig = `
