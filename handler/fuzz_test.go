@@ -21,6 +21,7 @@ import (
 
 	outbox "github.com/webhook-outbox/webhook-outbox"
 	"github.com/webhook-outbox/webhook-outbox/config"
+	"github.com/webhook-outbox/webhook-outbox/internal/whsig"
 )
 
 // The fuzz targets here need no database: they drive the parsing and
@@ -123,7 +124,7 @@ func FuzzStandardWebhooksVerifier(f *testing.F) {
 	f.Add("", "", []byte(""), "")
 	f.Add("id", "-9223372036854775808", []byte("{}"), "v1,")
 	f.Add("id", "+1614265330", []byte("{}"), "v1,!!!!")
-	specKey, _ := config.DecodeStandardWebhooksSecret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+	specKey, _ := whsig.DecodeSecret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
 	keys := [][]byte{specKey, []byte("second-key")}
 	a := &standardWebhooksAuth{keys: keys, tolerance: 5 * time.Minute}
 	now := time.Unix(1614265330, 0)

@@ -15,6 +15,7 @@ import (
 	"github.com/riverqueue/river/rivertype"
 
 	outbox "github.com/webhook-outbox/webhook-outbox"
+	"github.com/webhook-outbox/webhook-outbox/config"
 	"github.com/webhook-outbox/webhook-outbox/migrations"
 	"github.com/webhook-outbox/webhook-outbox/sql/dbsqlc"
 )
@@ -29,12 +30,9 @@ type Store struct {
 	PartitionInterval time.Duration
 }
 
-// DefaultPartitionInterval is a day.
-const DefaultPartitionInterval = 24 * time.Hour
-
 // New returns a Store over pool.
 func New(pool *pgxpool.Pool) *Store {
-	return &Store{pool: pool, q: dbsqlc.New(pool), PartitionInterval: DefaultPartitionInterval}
+	return &Store{pool: pool, q: dbsqlc.New(pool), PartitionInterval: config.DefaultPartitionInterval}
 }
 
 // Pool returns the connection pool, for River's driver.

@@ -290,10 +290,6 @@ func runInBackground(ctx context.Context, f func(context.Context)) (stop func())
 	}
 }
 
-// Breakers are the routes' circuit breakers on this replica, for the routes
-// listing and metrics. They are nil until Run.
-func (m *Main) Breakers() *jobs.Breakers { return m.breakers }
-
 // Addr is the address the HTTP server listens on.
 func (m *Main) Addr() string { return m.listener.Addr().String() }
 
