@@ -6,135 +6,26 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
+	outbox "github.com/webhook-outbox/webhook-outbox"
 	"github.com/webhook-outbox/webhook-outbox/sql/dbsqlc"
 )
 
-// PayloadCondition selects events whose JSON payload holds Value at Path:
-// the value's text, so a string matches without its quotes, and a number
-// or a boolean as written.
-type PayloadCondition struct {
-	// Path is the keys (and array indexes) from the document's root.
-	Path  []string
-	Value string
-}
-
-func (c *PayloadCondition) path() []string {
+func payloadPath(c *outbox.PayloadCondition) []string {
 	if c == nil {
 		return nil
 	}
 	return c.Path
 }
 
-func (c *PayloadCondition) value() *string {
+func payloadValue(c *outbox.PayloadCondition) *string {
 	if c == nil {
 		return nil
 	}
 	return &c.Value
-}
-
-// String writes the condition back in the form ParsePayloadCondition reads.
-func (c *PayloadCondition) String() string {
-	if c == nil {
-		return ""
-	}
-	return "/" + strings.Join(escapePointer(c.Path), "/") + " = " + c.Value
-}
-
-func escapePointer(path []string) []string {
-	out := make([]string, len(path))
-	r := strings.NewReplacer("~", "~0", "/", "~1")
-	for i, p := range path {
-		out[i] = r.Replace(p)
-	}
-	return out
-}
-
-// ParsePayloadCondition reads a condition an operator typed, PATH = VALUE:
-//   - PATH is an RFC 6901 JSON pointer (/eventBody/conversationId), or
-//     dotted keys (eventBody.conversationId, $.eventBody.conversationId)
-//     with array indexes as [0] or .0;
-//   - VALUE is compared with the text of the JSON value at PATH; surrounding
-//     double quotes are taken off ("abc" and abc are the same).
-//
-// The condition is data: the path and the value are bound as query
-// parameters, never written into SQL. An empty string is no condition.
-func ParsePayloadCondition(s string) (*PayloadCondition, error) {
-	s = strings.TrimSpace(s)
-	if s == "" {
-		return nil, nil
-	}
-	rawPath, rawValue, ok := strings.Cut(s, "=")
-	if !ok {
-		return nil, invalidf("payload condition %q has no \"=\": write PATH = VALUE, for example conversationId = abc or /eventBody/id = 42", s)
-	}
-	path, err := parsePath(strings.TrimSpace(rawPath))
-	if err != nil {
-		return nil, err
-	}
-	value := strings.TrimSpace(rawValue)
-	if len(value) >= 2 && value[0] == '"' && value[len(value)-1] == '"' {
-		var unquoted string
-		if json.Unmarshal([]byte(value), &unquoted) == nil {
-			value = unquoted
-		}
-	}
-	return &PayloadCondition{Path: path, Value: value}, nil
-}
-
-// maxPathDepth bounds a payload path; no real payload nests deeper.
-const maxPathDepth = 32
-
-func parsePath(p string) ([]string, error) {
-	if p == "" {
-		return nil, invalidf("payload condition has no path before \"=\": write PATH = VALUE, for example conversationId = abc")
-	}
-	var parts []string
-	if strings.HasPrefix(p, "/") {
-		r := strings.NewReplacer("~1", "/", "~0", "~")
-		for _, seg := range strings.Split(p[1:], "/") {
-			parts = append(parts, r.Replace(seg))
-		}
-	} else {
-		p = strings.TrimPrefix(strings.TrimPrefix(p, "$"), ".")
-		for _, seg := range strings.Split(p, ".") {
-			// items[0][1] is items, 0, 1.
-			for seg != "" {
-				open := strings.IndexByte(seg, '[')
-				if open < 0 {
-					parts = append(parts, seg)
-					break
-				}
-				if open > 0 {
-					parts = append(parts, seg[:open])
-				}
-				end := strings.IndexByte(seg[open:], ']')
-				if end < 0 {
-					return nil, invalidf("payload path %q has a [ without its ]", p)
-				}
-				idx := seg[open+1 : open+end]
-				if _, err := strconv.Atoi(idx); err != nil {
-					return nil, invalidf("payload path %q: [%s] is not an array index", p, idx)
-				}
-				parts = append(parts, idx)
-				seg = seg[open+end+1:]
-			}
-		}
-	}
-	if len(parts) > maxPathDepth {
-		return nil, invalidf("payload path %q is deeper than %d levels", p, maxPathDepth)
-	}
-	for _, part := range parts {
-		if part == "" && !strings.HasPrefix(p, "/") {
-			return nil, invalidf("payload path %q has an empty key", p)
-		}
-	}
-	return parts, nil
 }
 
 // MinuteActivity is a route's deliveries and failed attempts in one minute.
@@ -182,10 +73,10 @@ const searchWindow = 1000
 // page. With one, it scans windows of dead letters until the page is full,
 // none are left, or budget has passed; the page then says how far it got,
 // and its cursor goes on from there. The rows carry no payload.
-func (s *Store) SearchDeadLetters(ctx context.Context, f DeadLetterFilter, limit int, cursor string, budget time.Duration) (*SearchPage[DeadLetter], error) {
+func (s *Store) SearchDeadLetters(ctx context.Context, f outbox.DeadLetterFilter, limit int, cursor string, budget time.Duration) (*SearchPage[outbox.DeadLetter], error) {
 	params := dbsqlc.ConsoleDeadLetterWindowParams{
 		Route: optString(f.Route), Since: optTime(f.Since), Until: optTime(f.Until),
-		ErrorLike: likePattern(f.ErrorContains), PayloadPath: f.Payload.path(), PayloadValue: f.Payload.value(),
+		ErrorLike: likePattern(f.ErrorContains), PayloadPath: payloadPath(f.Payload), PayloadValue: payloadValue(f.Payload),
 		MaxRows: int32(limit + 1),
 	}
 	if f.Payload != nil {
@@ -198,7 +89,7 @@ func (s *Store) SearchDeadLetters(ctx context.Context, f DeadLetterFilter, limit
 		}
 		params.BeforeFailedAt, params.BeforeJobID = &at, &id
 	}
-	page := &SearchPage[DeadLetter]{Items: []DeadLetter{}}
+	page := &SearchPage[outbox.DeadLetter]{Items: []outbox.DeadLetter{}}
 	start := time.Now()
 	for {
 		rows, err := s.q.ConsoleDeadLetterWindow(ctx, params)
@@ -216,7 +107,7 @@ func (s *Store) SearchDeadLetters(ctx context.Context, f DeadLetterFilter, limit
 				return page, nil
 			}
 			page.Scanned++
-			d := DeadLetter{
+			d := outbox.DeadLetter{
 				JobID: r.JobID, EventID: r.EventID, Route: r.Route, Key: r.Key, State: r.State,
 				Attempts: int(r.Attempts), MaxAttempts: int(r.MaxAttempts), ReceivedAt: r.ReceivedAt,
 			}
@@ -245,7 +136,7 @@ func (s *Store) SearchDeadLetters(ctx context.Context, f DeadLetterFilter, limit
 // stored request (a bounded preview of its body), and the job's attempts
 // and deadline.
 type DeadLetterView struct {
-	DeadLetter
+	outbox.DeadLetter
 	ContentType string
 	Headers     http.Header
 	// BodyBytes is the stored body's size; Preview is its first bytes.
@@ -265,7 +156,7 @@ type DeadLetterView struct {
 func (s *Store) DeadLetterView(ctx context.Context, jobID int64, previewBytes int) (*DeadLetterView, error) {
 	row, err := s.q.ConsoleDeadLetter(ctx, dbsqlc.ConsoleDeadLetterParams{JobID: jobID, PreviewBytes: int32(previewBytes)})
 	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, fmt.Errorf("%w: job %d is not a dead letter (it may have been retried, delivered or removed by dead_letter_retention)", ErrNotFound, jobID)
+		return nil, outbox.Errorf(outbox.ENOTFOUND, "job %d is not a dead letter (it may have been retried, delivered or removed by dead_letter_retention)", jobID)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("error loading dead letter: %w", err)
@@ -312,13 +203,13 @@ type EventView struct {
 	BodyBytes        int64
 	Preview          []byte
 	// State is as EventDetail's.
-	State string
+	State outbox.EventState
 	Jobs  []JobView
 }
 
 // JobView is one delivery job of an event, with its deadline.
 type JobView struct {
-	JobDetail
+	outbox.JobDetail
 	GiveUpAt *time.Time
 	Snoozes  int
 }
@@ -328,7 +219,7 @@ type JobView struct {
 func (s *Store) EventView(ctx context.Context, route, key string, previewBytes int) (*EventView, error) {
 	row, err := s.q.ConsoleEventByKey(ctx, dbsqlc.ConsoleEventByKeyParams{Route: route, Key: key, PreviewBytes: int32(previewBytes)})
 	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, fmt.Errorf("%w: no event %s/%s (never received, or removed by event_retention)", ErrNotFound, route, key)
+		return nil, outbox.Errorf(outbox.ENOTFOUND, "no event %s/%s (never received, or removed by event_retention)", route, key)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("error loading event: %w", err)
@@ -342,12 +233,12 @@ func (s *Store) EventView(ctx context.Context, route, key string, previewBytes i
 	if err != nil {
 		return nil, fmt.Errorf("error loading delivery jobs: %w", err)
 	}
-	detail := &EventDetail{DeliveredAt: row.DeliveredAt}
+	detail := &outbox.EventDetail{DeliveredAt: row.DeliveredAt}
 	for _, j := range jobs {
-		jv := JobView{JobDetail: JobDetail{
+		jv := JobView{JobDetail: outbox.JobDetail{
 			ID: j.ID, State: j.State, Attempt: int(j.Attempt), MaxAttempts: int(j.MaxAttempts),
 			CreatedAt: j.CreatedAt, ScheduledAt: j.ScheduledAt, AttemptedAt: j.AttemptedAt, FinalizedAt: j.FinalizedAt,
-			Errors: []AttemptError{},
+			Errors: []outbox.AttemptError{},
 		}}
 		_ = json.Unmarshal(j.Errors, &jv.Errors)
 		jv.GiveUpAt, jv.Snoozes = jobMetadata(j.Metadata)
@@ -368,7 +259,7 @@ type StoredBody struct {
 func (s *Store) EventBody(ctx context.Context, id int64) (*StoredBody, error) {
 	row, err := s.q.EventBody(ctx, id)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, fmt.Errorf("%w: no event %d (removed by event_retention?)", ErrNotFound, id)
+		return nil, outbox.Errorf(outbox.ENOTFOUND, "no event %d (removed by event_retention?)", id)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("error loading event %d: %w", id, err)
@@ -381,7 +272,7 @@ func (s *Store) EventBody(ctx context.Context, id int64) (*StoredBody, error) {
 type EventSearch struct {
 	Route        string
 	Since, Until time.Time
-	Payload      *PayloadCondition
+	Payload      *outbox.PayloadCondition
 }
 
 // EventSummary is one event found by a search, with its state as
@@ -392,7 +283,7 @@ type EventSummary struct {
 	Key         string
 	ReceivedAt  time.Time
 	DeliveredAt *time.Time
-	State       string
+	State       outbox.EventState
 }
 
 // SearchEvents returns up to limit events matching q, newest first, after
@@ -400,7 +291,7 @@ type EventSummary struct {
 func (s *Store) SearchEvents(ctx context.Context, q EventSearch, limit int, cursor string, budget time.Duration) (*SearchPage[EventSummary], error) {
 	params := dbsqlc.ConsoleEventWindowParams{
 		Route: q.Route, Since: q.Since, Until: q.Until,
-		PayloadPath: q.Payload.path(), PayloadValue: q.Payload.value(), MaxRows: int32(limit + 1),
+		PayloadPath: payloadPath(q.Payload), PayloadValue: payloadValue(q.Payload), MaxRows: int32(limit + 1),
 	}
 	if q.Payload != nil {
 		params.MaxRows = searchWindow
@@ -430,9 +321,9 @@ func (s *Store) SearchEvents(ctx context.Context, q EventSearch, limit int, curs
 				return page, nil
 			}
 			page.Scanned++
-			detail := &EventDetail{DeliveredAt: r.DeliveredAt}
+			detail := &outbox.EventDetail{DeliveredAt: r.DeliveredAt}
 			if r.JobState != "" {
-				detail.Jobs = []JobDetail{{State: r.JobState, FinalizedAt: r.JobFinalizedAt}}
+				detail.Jobs = []outbox.JobDetail{{State: r.JobState, FinalizedAt: r.JobFinalizedAt}}
 			}
 			page.Items = append(page.Items, EventSummary{
 				ID: r.ID, Route: r.Route, Key: r.Key, ReceivedAt: r.ReceivedAt, DeliveredAt: r.DeliveredAt, State: eventState(detail),

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/webhook-outbox/webhook-outbox/store"
+	outbox "github.com/webhook-outbox/webhook-outbox"
 )
 
 // attempt is one failed delivery attempt as the detail page shows it.
@@ -36,7 +36,7 @@ var (
 // parseAttempt reads the status code and duration out of the error text
 // deliveries record (jobs/classify.go writes it). Text in another shape,
 // from River itself or an older version, is shown as it is.
-func parseAttempt(e store.AttemptError) attempt {
+func parseAttempt(e outbox.AttemptError) attempt {
 	a := attempt{Number: e.Attempt, At: e.At, Error: e.Error, Summary: e.Error}
 	text := e.Error
 	// A give-up wraps the last attempt's text.
@@ -63,7 +63,7 @@ func parseAttempt(e store.AttemptError) attempt {
 	return a
 }
 
-func parseAttempts(errs []store.AttemptError) []attempt {
+func parseAttempts(errs []outbox.AttemptError) []attempt {
 	out := make([]attempt, len(errs))
 	for i, e := range errs {
 		out[i] = parseAttempt(e)

@@ -31,6 +31,9 @@ import (
 
 	"github.com/webhook-outbox/webhook-outbox/config"
 	"github.com/webhook-outbox/webhook-outbox/store"
+
+	outbox "github.com/webhook-outbox/webhook-outbox"
+	"github.com/webhook-outbox/webhook-outbox/admin"
 )
 
 // Prefix is where the console is mounted.
@@ -39,18 +42,18 @@ const Prefix = "/console"
 // Operator carries out the operators' actions, with the same semantics as
 // the CLI and the admin API (store.Admin today).
 type Operator interface {
-	Routes(ctx context.Context) ([]store.RouteStatus, error)
+	Routes(ctx context.Context) ([]admin.RouteStatus, error)
 	Pause(ctx context.Context, route string) error
 	Resume(ctx context.Context, route string) error
-	RetryDeadLetters(ctx context.Context, req store.RetryRequest) (*store.RetryResult, error)
-	Replay(ctx context.Context, req store.ReplayRequest) (*store.ReplayResult, error)
+	RetryDeadLetters(ctx context.Context, req admin.RetryRequest) (*admin.RetryResult, error)
+	Replay(ctx context.Context, req admin.ReplayRequest) (*admin.ReplayResult, error)
 }
 
 // Reader runs the console's read-only queries (store.Store).
 type Reader interface {
 	Activity(ctx context.Context, since time.Time) ([]store.MinuteActivity, error)
-	SearchDeadLetters(ctx context.Context, f store.DeadLetterFilter, limit int, cursor string, budget time.Duration) (*store.SearchPage[store.DeadLetter], error)
-	CountDeadLetters(ctx context.Context, f store.DeadLetterFilter) (int64, error)
+	SearchDeadLetters(ctx context.Context, f outbox.DeadLetterFilter, limit int, cursor string, budget time.Duration) (*store.SearchPage[outbox.DeadLetter], error)
+	CountDeadLetters(ctx context.Context, f outbox.DeadLetterFilter) (int64, error)
 	DeadLetterView(ctx context.Context, jobID int64, previewBytes int) (*store.DeadLetterView, error)
 	EventView(ctx context.Context, route, key string, previewBytes int) (*store.EventView, error)
 	EventBody(ctx context.Context, id int64) (*store.StoredBody, error)
@@ -228,9 +231,9 @@ type errorPage struct {
 // being unavailable, without its details.
 func (c *Console) fail(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
-	case errors.Is(err, store.ErrInvalid):
+	case outbox.ErrorCode(err) == outbox.EINVALID:
 		c.render(w, r, http.StatusBadRequest, "error", "Cannot do that", errorPage{Message: userMessage(err), Back: r.Referer()})
-	case errors.Is(err, store.ErrNotFound):
+	case outbox.ErrorCode(err) == outbox.ENOTFOUND:
 		c.render(w, r, http.StatusNotFound, "error", "Not found", errorPage{Message: userMessage(err)})
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
 		// The browser went away.
@@ -243,15 +246,8 @@ func (c *Console) fail(w http.ResponseWriter, r *http.Request, err error) {
 	}
 }
 
-// userMessage is an operator-facing error's message without the sentinel
-// it wraps.
-func userMessage(err error) string {
-	msg := err.Error()
-	for _, sentinel := range []error{store.ErrInvalid, store.ErrNotFound} {
-		msg = strings.ReplaceAll(msg, sentinel.Error()+": ", "")
-	}
-	return msg
-}
+// userMessage is an operator-facing error's message for people.
+func userMessage(err error) string { return outbox.ErrorMessage(err) }
 
 // page is what every template gets.
 type page struct {
@@ -318,5 +314,3 @@ func plural(n int64, one, many string) string {
 	}
 	return fmt.Sprintf("%s %s", formatCount(n), many)
 }
-
-func errorsIs(err, target error) bool { return errors.Is(err, target) }

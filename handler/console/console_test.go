@@ -15,6 +15,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	outbox "github.com/webhook-outbox/webhook-outbox"
+	"github.com/webhook-outbox/webhook-outbox/admin"
 	"github.com/webhook-outbox/webhook-outbox/config"
 	"github.com/webhook-outbox/webhook-outbox/handler"
 	"github.com/webhook-outbox/webhook-outbox/handler/console"
@@ -66,18 +68,18 @@ func setup(t *testing.T) *bundle {
 	if err != nil {
 		t.Fatal(err)
 	}
-	admin := store.NewAdmin(st, client, cfg)
-	admin.SetCircuits(func(route string) (store.CircuitInfo, bool) {
-		return store.CircuitInfo{State: "open", Since: time.Now()}, route == "genesys"
+	ops := admin.New(st, client, cfg)
+	ops.SetCircuits(func(route string) (outbox.CircuitInfo, bool) {
+		return outbox.CircuitInfo{State: outbox.CircuitOpen, Since: time.Now()}, route == "genesys"
 	})
 	con, err := console.New(console.Options{
-		Operator: admin, Reader: st, Config: cfg, AdminToken: adminToken, Logger: logger, RiverUI: handler.RiverUIPrefix,
+		Operator: ops, Reader: st, Config: cfg, AdminToken: adminToken, Logger: logger, RiverUI: handler.RiverUIPrefix,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(handler.NewRouter(handler.RouterOptions{
-		Intake: intake, Readiness: st, Logger: logger, Admin: admin, AdminToken: adminToken, Console: con,
+		Intake: intake, Readiness: st, Logger: logger, Admin: ops, AdminToken: adminToken, Console: con,
 	}))
 	t.Cleanup(srv.Close)
 	return &bundle{srv: srv, pool: pool, logs: logs}

@@ -2,7 +2,6 @@ package console
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"mime"
 	"net/http"
@@ -12,13 +11,16 @@ import (
 	"time"
 
 	"github.com/webhook-outbox/webhook-outbox/store"
+
+	outbox "github.com/webhook-outbox/webhook-outbox"
+	"github.com/webhook-outbox/webhook-outbox/admin"
 )
 
 // filterForm is the dead-letter filters as the form and the URLs carry
 // them, and as the store reads them.
 type filterForm struct {
 	Route, Since, Until, Error, Payload string
-	filter                              store.DeadLetterFilter
+	filter                              outbox.DeadLetterFilter
 }
 
 func (c *Console) readFilter(q url.Values) (filterForm, error) {
@@ -27,18 +29,18 @@ func (c *Console) readFilter(q url.Values) (filterForm, error) {
 		Error: q.Get("error"), Payload: strings.TrimSpace(q.Get("payload")),
 	}
 	now := c.now()
-	f.filter = store.DeadLetterFilter{Route: f.Route, ErrorContains: f.Error}
+	f.filter = outbox.DeadLetterFilter{Route: f.Route, ErrorContains: f.Error}
 	var err error
 	if f.Route != "" && c.routes[f.Route] == nil {
-		return f, fmt.Errorf("%w: no route named %q", store.ErrInvalid, f.Route)
+		return f, outbox.Errorf(outbox.EINVALID, "no route named %q", f.Route)
 	}
-	if f.filter.Since, err = store.ParseTime(f.Since, now); err != nil {
-		return f, fmt.Errorf("since: %w", err)
+	if f.filter.Since, err = admin.ParseTime("since", f.Since, now); err != nil {
+		return f, err
 	}
-	if f.filter.Until, err = store.ParseTime(f.Until, now); err != nil {
-		return f, fmt.Errorf("until: %w", err)
+	if f.filter.Until, err = admin.ParseTime("until", f.Until, now); err != nil {
+		return f, err
 	}
-	if f.filter.Payload, err = store.ParsePayloadCondition(f.Payload); err != nil {
+	if f.filter.Payload, err = admin.ParsePayloadCondition(f.Payload); err != nil {
 		return f, err
 	}
 	return f, nil
@@ -74,7 +76,7 @@ type deadLettersData struct {
 	Filter   filterForm
 	Error    string
 	Routes   []string
-	Page     *store.SearchPage[store.DeadLetter]
+	Page     *store.SearchPage[outbox.DeadLetter]
 	Cursor   string
 	NextURL  string
 	FirstURL string
@@ -120,7 +122,7 @@ func (c *Console) deadLetters(w http.ResponseWriter, r *http.Request) {
 type confirmRetryData struct {
 	Filter filterForm
 	Count  int64
-	Sample []store.DeadLetter
+	Sample []outbox.DeadLetter
 	Routes []routeBudget
 }
 
@@ -149,7 +151,7 @@ func (c *Console) confirmRetryMatching(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, err)
 		return
 	}
-	res, err := c.op.RetryDeadLetters(r.Context(), store.RetryRequest{Filter: &f.filter, DryRun: true})
+	res, err := c.op.RetryDeadLetters(r.Context(), admin.RetryRequest{Filter: &f.filter, DryRun: true})
 	if err != nil {
 		c.fail(w, r, err)
 		return
@@ -169,12 +171,12 @@ func (c *Console) retryMatching(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !f.Any() && r.PostFormValue("all") != "yes" {
-		c.fail(w, r, fmt.Errorf("%w: no filter is set; confirm retrying every dead letter from the confirmation page", store.ErrInvalid))
+		c.fail(w, r, outbox.Errorf(outbox.EINVALID, "no filter is set; confirm retrying every dead letter from the confirmation page"))
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), actionTimeout)
 	defer cancel()
-	res, err := c.op.RetryDeadLetters(ctx, store.RetryRequest{Filter: &f.filter})
+	res, err := c.op.RetryDeadLetters(ctx, admin.RetryRequest{Filter: &f.filter})
 	attrs := []any{"filter", f.Query().Encode()}
 	if res != nil {
 		attrs = append(attrs, "matched", res.Matched, "retried", res.Retried)
@@ -211,7 +213,7 @@ func parseID(s string) (int64, bool) {
 func (c *Console) deadLetter(w http.ResponseWriter, r *http.Request) {
 	id, ok := parseID(r.PathValue("id"))
 	if !ok {
-		c.fail(w, r, fmt.Errorf("%w: %q is not a job id", store.ErrNotFound, r.PathValue("id")))
+		c.fail(w, r, outbox.Errorf(outbox.ENOTFOUND, "%q is not a job id", r.PathValue("id")))
 		return
 	}
 	dl, err := c.rd.DeadLetterView(r.Context(), id, previewBytes)
@@ -247,10 +249,10 @@ func eventURL(route, key string) string {
 func (c *Console) retryOne(w http.ResponseWriter, r *http.Request) {
 	id, ok := parseID(r.PathValue("id"))
 	if !ok {
-		c.fail(w, r, fmt.Errorf("%w: %q is not a job id", store.ErrNotFound, r.PathValue("id")))
+		c.fail(w, r, outbox.Errorf(outbox.ENOTFOUND, "%q is not a job id", r.PathValue("id")))
 		return
 	}
-	res, err := c.op.RetryDeadLetters(r.Context(), store.RetryRequest{IDs: []store.Identifier{{JobID: id}}})
+	res, err := c.op.RetryDeadLetters(r.Context(), admin.RetryRequest{IDs: []admin.Identifier{{JobID: id}}})
 	if err != nil {
 		c.logAction(r, "retry dead letter", "job_id", id, "error", err)
 		c.fail(w, r, err)
@@ -278,7 +280,7 @@ func (c *Console) retryOne(w http.ResponseWriter, r *http.Request) {
 func (c *Console) rawBody(w http.ResponseWriter, r *http.Request) {
 	id, ok := parseID(r.PathValue("id"))
 	if !ok {
-		c.fail(w, r, fmt.Errorf("%w: %q is not an event id", store.ErrNotFound, r.PathValue("id")))
+		c.fail(w, r, outbox.Errorf(outbox.ENOTFOUND, "%q is not an event id", r.PathValue("id")))
 		return
 	}
 	body, err := c.rd.EventBody(r.Context(), id)
@@ -294,4 +296,4 @@ func (c *Console) rawBody(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(body.Body)
 }
 
-func isInvalid(err error) bool { return errors.Is(err, store.ErrInvalid) }
+func isInvalid(err error) bool { return outbox.ErrorCode(err) == outbox.EINVALID }

@@ -9,6 +9,9 @@ import (
 	"time"
 
 	"github.com/webhook-outbox/webhook-outbox/store"
+
+	outbox "github.com/webhook-outbox/webhook-outbox"
+	"github.com/webhook-outbox/webhook-outbox/admin"
 )
 
 // searchForm is the events page's search: by route and key, or by route,
@@ -60,7 +63,7 @@ func (c *Console) events(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, err)
 	}
 	if s.Route != "" && c.routes[s.Route] == nil {
-		fail(fmt.Errorf("%w: no route named %q", store.ErrInvalid, s.Route))
+		fail(outbox.Errorf(outbox.EINVALID, "no route named %q", s.Route))
 		return
 	}
 	switch {
@@ -91,21 +94,21 @@ func (c *Console) events(w http.ResponseWriter, r *http.Request) {
 		now := c.now()
 		search := store.EventSearch{Route: s.Route}
 		var err error
-		if search.Since, err = store.ParseTime(s.Since, now); err != nil {
-			fail(fmt.Errorf("since: %w", err))
+		if search.Since, err = admin.ParseTime("since", s.Since, now); err != nil {
+			fail(err)
 			return
 		}
 		if search.Since.IsZero() {
 			search.Since = now.Add(-defaultSearchWindow)
 		}
-		if search.Until, err = store.ParseTime(s.Until, now); err != nil {
-			fail(fmt.Errorf("until: %w", err))
+		if search.Until, err = admin.ParseTime("until", s.Until, now); err != nil {
+			fail(err)
 			return
 		}
 		if search.Until.IsZero() {
 			search.Until = now.Add(time.Second)
 		}
-		if search.Payload, err = store.ParsePayloadCondition(s.Payload); err != nil {
+		if search.Payload, err = admin.ParsePayloadCondition(s.Payload); err != nil {
 			fail(err)
 			return
 		}
@@ -122,13 +125,13 @@ func (c *Console) events(w http.ResponseWriter, r *http.Request) {
 		}
 		data.ReplaySince, data.ReplayUntil = s.Since, s.Until
 	case s.Payload != "" || s.Since != "":
-		fail(fmt.Errorf("%w: choose a route to search its events by payload or time", store.ErrInvalid))
+		fail(outbox.Errorf(outbox.EINVALID, "choose a route to search its events by payload or time"))
 		return
 	}
 	c.render(w, r, http.StatusOK, "events", "Events", data)
 }
 
-func isNotFound(err error) bool { return err != nil && errorsIs(err, store.ErrNotFound) }
+func isNotFound(err error) bool { return outbox.ErrorCode(err) == outbox.ENOTFOUND }
 
 type eventData struct {
 	Ev       *store.EventView
@@ -188,7 +191,7 @@ func (c *Console) event(w http.ResponseWriter, r *http.Request) {
 // event already waiting is left alone.
 func (c *Console) replayOne(w http.ResponseWriter, r *http.Request) {
 	route, key := r.PostFormValue("route"), r.PostFormValue("key")
-	res, err := c.op.Replay(r.Context(), store.ReplayRequest{Route: route, Key: key})
+	res, err := c.op.Replay(r.Context(), admin.ReplayRequest{Route: route, Key: key})
 	if err != nil {
 		c.logAction(r, "replay event", "route", route, "key", key, "error", err)
 		c.fail(w, r, err)
@@ -212,7 +215,7 @@ func (c *Console) replayOne(w http.ResponseWriter, r *http.Request) {
 // replayForm is a replay of a route's events received in a time range.
 type replayForm struct {
 	Route, Since, Until string
-	req                 store.ReplayRequest
+	req                 admin.ReplayRequest
 }
 
 func (c *Console) readReplay(v url.Values) (replayForm, error) {
@@ -221,16 +224,16 @@ func (c *Console) readReplay(v url.Values) (replayForm, error) {
 	f.req.Route = f.Route
 	var err error
 	if f.Route == "" {
-		return f, fmt.Errorf("%w: choose the route to replay", store.ErrInvalid)
+		return f, outbox.Errorf(outbox.EINVALID, "choose the route to replay")
 	}
 	if f.Since == "" {
-		return f, fmt.Errorf("%w: give the start of the range to replay (since), for example 2h or 2026-11-28T09:00:00Z", store.ErrInvalid)
+		return f, outbox.Errorf(outbox.EINVALID, "give the start of the range to replay (since), for example 2h or 2026-11-28T09:00:00Z")
 	}
-	if f.req.Since, err = store.ParseTime(f.Since, now); err != nil {
-		return f, fmt.Errorf("since: %w", err)
+	if f.req.Since, err = admin.ParseTime("since", f.Since, now); err != nil {
+		return f, err
 	}
-	if f.req.Until, err = store.ParseTime(f.Until, now); err != nil {
-		return f, fmt.Errorf("until: %w", err)
+	if f.req.Until, err = admin.ParseTime("until", f.Until, now); err != nil {
+		return f, err
 	}
 	// A duration is resolved once, on the confirmation page, so that the
 	// replay covers the range that was counted.
@@ -244,7 +247,7 @@ func (c *Console) readReplay(v url.Values) (replayForm, error) {
 
 type confirmReplayData struct {
 	Form   replayForm
-	Result *store.ReplayResult
+	Result *admin.ReplayResult
 	Budget routeBudget
 }
 

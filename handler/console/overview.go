@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/webhook-outbox/webhook-outbox/store"
+
+	"github.com/webhook-outbox/webhook-outbox/admin"
 )
 
 // chartMinutes is the span of the overview's charts.
@@ -167,7 +169,7 @@ func newChart(route string, series []store.MinuteActivity, first time.Time) char
 
 // routeCard is one route on the overview.
 type routeCard struct {
-	store.RouteStatus
+	admin.RouteStatus
 	Backlog        int64
 	DeliveredHour  int64
 	FailedHour     int64
@@ -186,7 +188,7 @@ type overviewData struct {
 func (c *Console) overview(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	var (
-		statuses []store.RouteStatus
+		statuses []admin.RouteStatus
 		activity map[string][]store.MinuteActivity
 		first    time.Time
 		errA     error
@@ -220,7 +222,7 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request) {
 		}
 		card.Chart = newChart(s.Name, series, first)
 		if s.Circuit != nil {
-			card.BreakerState, card.BreakerKnown = s.Circuit.State, true
+			card.BreakerState, card.BreakerKnown = string(s.Circuit.State), true
 		}
 		if rc := c.routes[s.Name]; rc != nil {
 			card.MaxAttempts, card.GiveUpAfter = rc.Retry.MaxAttempts, rc.Retry.GiveUpAfter.D()

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"net/http"
 
-	"github.com/webhook-outbox/webhook-outbox/store"
+	outbox "github.com/webhook-outbox/webhook-outbox"
 )
 
 type routesData struct {
@@ -22,7 +22,7 @@ func (c *Console) routesPage(w http.ResponseWriter, r *http.Request) {
 		card := routeCard{RouteStatus: s, DeadLettersURL: Prefix + "/dead-letters?route=" + s.Name}
 		card.Backlog = s.Backlog.Available + s.Backlog.Retryable + s.Backlog.Scheduled + s.Backlog.Running
 		if s.Circuit != nil {
-			card.BreakerState, card.BreakerKnown = s.Circuit.State, true
+			card.BreakerState, card.BreakerKnown = string(s.Circuit.State), true
 		}
 		if rc := c.routes[s.Name]; rc != nil {
 			card.MaxAttempts, card.GiveUpAfter = rc.Retry.MaxAttempts, rc.Retry.GiveUpAfter.D()
@@ -43,8 +43,8 @@ func (c *Console) setPaused(w http.ResponseWriter, r *http.Request, paused bool)
 	}
 	if err := do(r.Context(), route); err != nil {
 		c.logAction(r, action, "route", route, "error", err)
-		if errorsIs(err, store.ErrNotFound) {
-			err = fmt.Errorf("%w: %s", store.ErrInvalid, userMessage(err))
+		if outbox.ErrorCode(err) == outbox.ENOTFOUND {
+			err = outbox.Errorf(outbox.EINVALID, "%s", userMessage(err))
 		}
 		c.fail(w, r, err)
 		return
