@@ -14,6 +14,10 @@ type EventState string
 const (
 	// EventQueued: a delivery is due and waits for a worker.
 	EventQueued EventState = "queued"
+	// EventWaiting: on an ordered route, the event waits for an earlier
+	// event of its ordering key to be delivered (or, on_dead_letter: block,
+	// for its dead letter to be retried, released or deleted).
+	EventWaiting EventState = "waiting"
 	// EventDelivering: a delivery is being sent now.
 	EventDelivering EventState = "delivering"
 	// EventRetrying: a delivery failed and waits for its backoff.
@@ -42,8 +46,10 @@ type EventDetail struct {
 	Payload          json.RawMessage `json:"payload"`
 	DeliveredAt      *time.Time      `json:"delivered_at"`
 	DeliveryAttempts *int32          `json:"delivery_attempts"`
-	State            EventState      `json:"state"`
-	Jobs             []JobDetail     `json:"jobs"`
+	// OrderingKey is the event's ordering value on a route with ordering.
+	OrderingKey string      `json:"ordering_key,omitempty"`
+	State       EventState  `json:"state"`
+	Jobs        []JobDetail `json:"jobs"`
 }
 
 // JobDetail is one delivery job of an event.

@@ -35,6 +35,11 @@ type DeliverArgs struct {
 	// ReceivedAt is the event's partition key: lookups by id pass it so
 	// Postgres reads one partition, not all.
 	ReceivedAt time.Time `json:"received_at"`
+	// OrderingKey is the event's ordering value on a route with ordering:
+	// the jobs of one value are delivered one at a time, in event id order
+	// (see migration 000018). Empty, and absent from the JSON, for
+	// unordered events.
+	OrderingKey string `json:"ordering_key,omitempty"`
 }
 
 // Kind is the River job kind.
@@ -50,6 +55,10 @@ const (
 	// manual retry of a dead letter sets it, so the retried event gets a
 	// full give_up_after again.
 	MetadataGiveUpAt = "give_up_at"
+	// MetadataOrderingBlocked is set on a dead letter that holds its
+	// ordering key (a route with ordering.on_dead_letter: block). The
+	// database sets and clears it; see migration 000018.
+	MetadataOrderingBlocked = "ordering_blocked"
 )
 
 // NewEvent is a webhook that passed intake's checks and is ready to store.
@@ -61,6 +70,9 @@ type NewEvent struct {
 	// credentials and signatures.
 	Headers http.Header
 	Body    []byte
+	// OrderingKey is the event's ordering value on a route with ordering,
+	// or empty: the event is delivered unordered.
+	OrderingKey string
 	// MaxAttempts is the route's retry budget for the delivery job.
 	MaxAttempts int
 	// RequestID is the intake request's id (see MetadataRequestID).

@@ -136,6 +136,33 @@ type Route struct {
 	// CircuitBreaker stops sending to a failing target for a while, so a
 	// sick target is not hammered and queued events keep their attempts.
 	CircuitBreaker CircuitBreaker `yaml:"circuit_breaker"`
+	// Ordering, when set, delivers the events that share an ordering value
+	// (such as a conversation id) one at a time, in the order intake
+	// committed them. A failing event then holds back only the events of
+	// its own value. Events without a value are delivered unordered.
+	Ordering *Ordering `yaml:"ordering"`
+}
+
+// How an ordered route's key goes on when its head becomes a dead letter.
+const (
+	// OnDeadLetterContinue releases the key's next event.
+	OnDeadLetterContinue = "continue"
+	// OnDeadLetterBlock holds the key until an operator retries, releases
+	// or deletes the dead letter.
+	OnDeadLetterBlock = "block"
+)
+
+// Ordering is a route's ordered delivery per key.
+type Ordering struct {
+	// Key lists where to find an event's ordering value, with the same
+	// sources as idempotency_key, tried in order; the first non-empty value
+	// wins. An event where none yields a value is delivered unordered.
+	// Required.
+	Key []KeySource `yaml:"key"`
+	// OnDeadLetter is what happens to the later events of a value when one
+	// becomes a dead letter: continue delivers the next one; block holds
+	// them until an operator retries, releases or deletes the dead letter.
+	OnDeadLetter string `yaml:"on_dead_letter"`
 }
 
 // CircuitBreaker is a route's circuit breaker. After Failures consecutive
@@ -366,6 +393,9 @@ func (c *Config) applyDefaults() {
 		setDefault(&r.Retry.GiveUpAfter, DefaultGiveUpAfter)
 		if r.Concurrency == 0 {
 			r.Concurrency = DefaultConcurrency
+		}
+		if r.Ordering != nil && r.Ordering.OnDeadLetter == "" {
+			r.Ordering.OnDeadLetter = OnDeadLetterContinue
 		}
 		if r.CircuitBreaker.Failures == 0 {
 			r.CircuitBreaker.Failures = DefaultBreakerFailures

@@ -188,11 +188,12 @@ routes:
     auth: {standard_webhooks: {secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw}}
     idempotency_key: [{json: /id}]
     target: {url: "http://t/"}
+    ordering: {key: [{json: /conversationId}]}
 `
 	given := map[string]bool{
 		"database_url": true, "disable_admin": true, "routes[].name": true, "routes[].auth.hmac.header": true,
 		"routes[].auth.hmac.secret": true, "routes[].auth.standard_webhooks.secret": true,
-		"routes[].idempotency_key[].json": true, "routes[].target.url": true,
+		"routes[].idempotency_key[].json": true, "routes[].target.url": true, "routes[].ordering.key[].json": true,
 	}
 	cfg, err := Parse([]byte(minimal), func(string) (string, bool) { return "", false })
 	if err != nil {

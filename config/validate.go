@@ -117,6 +117,17 @@ func (r *Route) validate(field string, p *problems) {
 	for i, s := range r.IdempotencyKey {
 		s.validate(fmt.Sprintf("%s.idempotency_key[%d]", field, i), p)
 	}
+	if o := r.Ordering; o != nil {
+		if len(o.Key) == 0 {
+			p.add(field+".ordering.key", "at least one source is required, for example - json: /conversationId")
+		}
+		for i, s := range o.Key {
+			s.validate(fmt.Sprintf("%s.ordering.key[%d]", field, i), p)
+		}
+		if o.OnDeadLetter != OnDeadLetterContinue && o.OnDeadLetter != OnDeadLetterBlock {
+			p.add(field+".ordering.on_dead_letter", "%q is not one of continue, block", o.OnDeadLetter)
+		}
+	}
 	if r.MaxBodyBytes < 0 {
 		p.add(field+".max_body_bytes", "must be positive")
 	}

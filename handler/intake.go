@@ -58,6 +58,8 @@ type intakeRoute struct {
 	auth     authenticator
 	keys     []keySource
 	stripped map[string]bool
+	// ordering finds an event's ordering value on a route with ordering.
+	ordering []keySource
 }
 
 // NewIntake compiles cfg's routes for intake.
@@ -87,6 +89,9 @@ func NewIntake(cfg *config.Config, acceptor Acceptor, logger *slog.Logger) (*Int
 			stripped[http.CanonicalHeaderKey(h)] = true
 		}
 		in.routes[rc.Name] = &intakeRoute{cfg: rc, auth: auth, keys: newKeySources(rc.IdempotencyKey), stripped: stripped}
+		if rc.Ordering != nil {
+			in.routes[rc.Name].ordering = newKeySources(rc.Ordering.Key)
+		}
 	}
 	return in, nil
 }
@@ -227,13 +232,14 @@ func (in *Intake) check(rt *intakeRoute, r *http.Request, body []byte) (*outbox.
 	if jsonTooDeep(body, MaxJSONDepth) {
 		return nil, errorf(http.StatusBadRequest, fmt.Sprintf("the body is refused: its JSON nests arrays and objects more than %d levels deep", MaxJSONDepth))
 	}
-	key, e := extractKey(rt.keys, r.Header, body)
+	key, orderingKey, e := rt.extractKeys(r.Header, body)
 	if e != nil {
 		return nil, e
 	}
 	return &outbox.NewEvent{
 		Route:       rt.cfg.Name,
 		Key:         key,
+		OrderingKey: orderingKey,
 		ContentType: ct,
 		Headers:     keptHeaders(r.Header, rt.stripped),
 		Body:        bytes.Clone(body),

@@ -136,7 +136,43 @@ func jsonKind(v any) string {
 // extractKey tries the sources in order and returns the first key found. If
 // none yields one, it returns an Error explaining what each source found.
 func extractKey(sources []keySource, h http.Header, body []byte) (string, *Error) {
+	return extractKeyFrom(sources, h, body, &lazyDoc{body: body})
+}
+
+// extractKeys returns an event's idempotency key, as extractKey does, and
+// its ordering value on a route with ordering (see extractOrderingKey). The
+// body is parsed once for both.
+func (rt *intakeRoute) extractKeys(h http.Header, body []byte) (key, orderingKey string, e *Error) {
 	doc := &lazyDoc{body: body}
+	if key, e = extractKeyFrom(rt.keys, h, body, doc); e != nil {
+		return "", "", e
+	}
+	return key, extractOrderingKey(rt.ordering, h, body, doc), nil
+}
+
+// extractOrderingKey returns the first value the ordering sources yield, or
+// "" when none does: the event is then delivered unordered, and intake's
+// answer is the same. The same sources as the idempotency key's read it,
+// with the same rules. A value that could not be stored as it is (longer
+// than MaxKeyBytes, not UTF-8, or with control characters) is replaced by
+// "sha256:" and its hex SHA-256, which keeps the events of one value
+// together without refusing any.
+func extractOrderingKey(sources []keySource, h http.Header, body []byte, doc *lazyDoc) string {
+	for _, s := range sources {
+		v, _ := s.get(h, body, doc)
+		if v == "" {
+			continue
+		}
+		if len(v) > config.MaxKeyBytes || !utf8.ValidString(v) || strings.ContainsFunc(v, isControl) {
+			sum := sha256.Sum256([]byte(v))
+			return "sha256:" + hex.EncodeToString(sum[:])
+		}
+		return v
+	}
+	return ""
+}
+
+func extractKeyFrom(sources []keySource, h http.Header, body []byte, doc *lazyDoc) (string, *Error) {
 	tried := make([]string, 0, len(sources))
 	for _, s := range sources {
 		key, why := s.get(h, body, doc)

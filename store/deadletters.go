@@ -146,12 +146,26 @@ type RetryBudget struct {
 // it retried; a job that is no longer dead, or whose route has no budget
 // here, is left alone.
 func (s *Store) RetryDeadLetterJobs(ctx context.Context, jobIDs []int64, budgets []RetryBudget) (int64, error) {
-	return retryJobs(ctx, s.q, jobIDs, budgets)
+	var n int64
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var err error
+		n, err = retryJobs(ctx, s.q.WithTx(tx), jobIDs, budgets)
+		return err
+	})
+	return n, err
 }
 
+// retryJobs runs in the caller's transaction. A retried job of an ordered
+// route whose key has another head waits as pending, to go next (the
+// update trigger of migration 000018 decides, under the key's lock).
 func retryJobs(ctx context.Context, q *dbsqlc.Queries, jobIDs []int64, budgets []RetryBudget) (int64, error) {
 	if len(jobIDs) == 0 {
 		return 0, nil
+	}
+	// The trigger locks each retried job's key; taking them all first,
+	// sorted, keeps this batch from deadlocking with intake.
+	if err := q.LockOrderingKeysOfJobs(ctx, jobIDs); err != nil {
+		return 0, fmt.Errorf("error locking ordering keys: %w", err)
 	}
 	params := dbsqlc.RetryDeadLetterJobsParams{JobIds: jobIDs}
 	for _, b := range budgets {

@@ -3,6 +3,8 @@ package store
 import (
 	"context"
 	"fmt"
+
+	outbox "github.com/webhook-outbox/webhook-outbox"
 )
 
 // BacklogRow is one route's unfinished delivery jobs in one River state.
@@ -23,6 +25,8 @@ type DeliveryStats struct {
 	Backlog []BacklogRow
 	// DeadLetters counts the rows of the dead_letters view per route.
 	DeadLetters map[string]int64
+	// BlockedKeys counts the blocked ordering keys of ordered routes.
+	BlockedKeys map[string]outbox.BlockedKeyCounts
 }
 
 // DeliveryStats reads the backlog and the dead-letter counts. It is meant
@@ -36,7 +40,11 @@ func (s *Store) DeliveryStats(ctx context.Context) (*DeliveryStats, error) {
 	if err != nil {
 		return nil, fmt.Errorf("error counting dead letters: %w", err)
 	}
-	st := &DeliveryStats{Backlog: make([]BacklogRow, 0, len(backlog)), DeadLetters: make(map[string]int64, len(dead))}
+	blocked, err := blockedKeyCounts(ctx, s.q)
+	if err != nil {
+		return nil, err
+	}
+	st := &DeliveryStats{Backlog: make([]BacklogRow, 0, len(backlog)), DeadLetters: make(map[string]int64, len(dead)), BlockedKeys: blocked}
 	for _, r := range backlog {
 		st.Backlog = append(st.Backlog, BacklogRow{Route: r.Route, State: r.State, Jobs: r.Jobs, OldestAge: r.OldestAgeSeconds})
 	}

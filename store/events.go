@@ -26,6 +26,7 @@ func (s *Store) EventByKey(ctx context.Context, route, key string) (*outbox.Even
 	ev := &outbox.EventDetail{
 		ID: row.ID, Route: row.Route, Key: row.Key, ReceivedAt: row.ReceivedAt, ContentType: row.ContentType,
 		DeliveredAt: row.DeliveredAt, DeliveryAttempts: row.DeliveryAttempts, Jobs: []outbox.JobDetail{},
+		OrderingKey: deref(row.OrderingKey),
 	}
 	_ = json.Unmarshal(row.Headers, &ev.Headers)
 	if json.Valid(row.Body) {
@@ -61,8 +62,10 @@ func eventState(ev *outbox.EventDetail) outbox.EventState {
 	if len(ev.Jobs) > 0 {
 		last := ev.Jobs[len(ev.Jobs)-1]
 		switch rivertype.JobState(last.State) {
-		case rivertype.JobStateAvailable, rivertype.JobStatePending:
+		case rivertype.JobStateAvailable:
 			return outbox.EventQueued
+		case rivertype.JobStatePending:
+			return outbox.EventWaiting
 		case rivertype.JobStateRunning:
 			return outbox.EventDelivering
 		case rivertype.JobStateRetryable:

@@ -24,6 +24,9 @@ import (
 type Intake struct {
 	store *Store
 	jobs  JobInserter
+	// beforeCommit, when set (by tests), runs at the end of each intake
+	// transaction, before its commit.
+	beforeCommit func()
 }
 
 // NewIntake returns an Intake that enqueues delivery jobs with jobs.
@@ -51,7 +54,7 @@ func (in *Intake) Accept(ctx context.Context, ev *outbox.NewEvent) (outbox.Accep
 func (in *Intake) AcceptBatch(ctx context.Context, evs []*outbox.NewEvent) ([]outbox.Accepted, error) {
 	params := dbsqlc.InsertEventsParams{
 		Routes: make([]string, len(evs)), Keys: make([]string, len(evs)), ContentTypes: make([]string, len(evs)),
-		Headers: make([][]byte, len(evs)), Bodies: make([][]byte, len(evs)),
+		Headers: make([][]byte, len(evs)), Bodies: make([][]byte, len(evs)), OrderingKeys: make([]string, len(evs)),
 	}
 	for i, ev := range evs {
 		headers, err := json.Marshal(ev.Headers)
@@ -59,7 +62,7 @@ func (in *Intake) AcceptBatch(ctx context.Context, evs []*outbox.NewEvent) ([]ou
 			return nil, fmt.Errorf("error encoding headers: %w", err)
 		}
 		params.Routes[i], params.Keys[i], params.ContentTypes[i] = ev.Route, ev.Key, ev.ContentType
-		params.Headers[i], params.Bodies[i] = headers, ev.Body
+		params.Headers[i], params.Bodies[i], params.OrderingKeys[i] = headers, ev.Body, ev.OrderingKey
 	}
 	res, err := in.acceptBatch(ctx, evs, params)
 	if isNoPartition(err) {
@@ -79,7 +82,7 @@ func (in *Intake) acceptBatch(ctx context.Context, evs []*outbox.NewEvent, param
 	res := make([]outbox.Accepted, len(evs))
 	err := pgx.BeginFunc(ctx, in.store.pool, func(tx pgx.Tx) error {
 		q := in.store.q.WithTx(tx)
-		if err := q.LockEventKeys(ctx, dbsqlc.LockEventKeysParams{Routes: params.Routes, Keys: params.Keys}); err != nil {
+		if err := q.LockEventKeys(ctx, dbsqlc.LockEventKeysParams{Routes: params.Routes, Keys: params.Keys, OrderingKeys: params.OrderingKeys}); err != nil {
 			return fmt.Errorf("error locking event keys: %w", err)
 		}
 		rows, err := q.InsertEvents(ctx, params)
@@ -111,7 +114,7 @@ func (in *Intake) acceptBatch(ctx context.Context, evs []*outbox.NewEvent, param
 				opts.Metadata, _ = json.Marshal(meta)
 			}
 			jobs = append(jobs, river.InsertManyParams{
-				Args:       outbox.DeliverArgs{EventID: row.ID, Route: ev.Route, Key: ev.Key, ReceivedAt: row.ReceivedAt},
+				Args:       outbox.DeliverArgs{EventID: row.ID, Route: ev.Route, Key: ev.Key, ReceivedAt: row.ReceivedAt, OrderingKey: ev.OrderingKey},
 				InsertOpts: opts,
 			})
 			owner = append(owner, i)
@@ -119,12 +122,21 @@ func (in *Intake) acceptBatch(ctx context.Context, evs []*outbox.NewEvent, param
 		if len(jobs) == 0 {
 			return nil
 		}
+		// Under the ordering locks taken with the dedupe locks: a job of a
+		// busy ordering key waits as pending, so a key's events are
+		// delivered in the order of their ids, which is commit order.
+		if err := sequenceJobs(ctx, q, jobs); err != nil {
+			return err
+		}
 		results, err := in.jobs.InsertManyTx(ctx, tx, jobs)
 		if err != nil {
 			return fmt.Errorf("error enqueuing deliveries: %w", err)
 		}
 		for j, r := range results {
 			res[owner[j]].JobID = r.Job.ID
+		}
+		if in.beforeCommit != nil {
+			in.beforeCommit()
 		}
 		return nil
 	})

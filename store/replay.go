@@ -27,6 +27,8 @@ type ReplayCandidate struct {
 	Key         string
 	ReceivedAt  time.Time
 	DeliveredAt *time.Time
+	// OrderingKey is the event's ordering value, "" for an unordered one.
+	OrderingKey string
 }
 
 // CountReplay counts the events in w.
@@ -49,7 +51,7 @@ func (s *Store) ReplayCandidates(ctx context.Context, w ReplayWindow, afterAt ti
 	}
 	out := make([]ReplayCandidate, len(rows))
 	for i, r := range rows {
-		out[i] = ReplayCandidate{ID: r.ID, Key: r.Key, ReceivedAt: r.ReceivedAt, DeliveredAt: r.DeliveredAt}
+		out[i] = ReplayCandidate{ID: r.ID, Key: r.Key, ReceivedAt: r.ReceivedAt, DeliveredAt: r.DeliveredAt, OrderingKey: deref(r.OrderingKey)}
 	}
 	return out, nil
 }
@@ -74,8 +76,14 @@ func (s *Store) ReplayEvents(ctx context.Context, jobs JobInserter, route string
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		q := s.q.WithTx(tx)
 		ids := make([]int64, len(events))
+		values := make([]string, len(events))
 		for i, ev := range events {
-			ids[i] = ev.ID
+			ids[i], values[i] = ev.ID, ev.OrderingKey
+		}
+		// The ordering keys' locks come before looking at the jobs, so the
+		// keys cannot change until the commit.
+		if err := lockOrderingKeys(ctx, q, route, values); err != nil {
+			return err
 		}
 		open, err := q.OpenJobsForEvents(ctx, ids)
 		if err != nil {
@@ -90,32 +98,90 @@ func (s *Store) ReplayEvents(ctx context.Context, jobs JobInserter, route string
 				active[j.EventID] = true
 			}
 		}
-		var inserts []river.InsertManyParams
-		var revive []int64
+		var steps []replayStep
 		for _, ev := range events {
 			switch {
 			case active[ev.ID]:
 				out.Skipped++
 			case dead[ev.ID] != 0:
-				revive = append(revive, dead[ev.ID])
+				steps = append(steps, replayStep{ev: ev, revive: dead[ev.ID]})
 			default:
-				inserts = append(inserts, river.InsertManyParams{
-					Args:       outbox.DeliverArgs{EventID: ev.ID, Route: route, Key: ev.Key, ReceivedAt: ev.ReceivedAt},
+				steps = append(steps, replayStep{ev: ev, insert: &river.InsertManyParams{
+					Args:       outbox.DeliverArgs{EventID: ev.ID, Route: route, Key: ev.Key, ReceivedAt: ev.ReceivedAt, OrderingKey: ev.OrderingKey},
 					InsertOpts: &river.InsertOpts{Queue: route, MaxAttempts: maxAttempts},
-				})
+				}})
 			}
 		}
-		if len(inserts) > 0 {
-			if _, err := jobs.InsertManyTx(ctx, tx, inserts); err != nil {
-				return fmt.Errorf("error enqueuing deliveries: %w", err)
+		// The first event of each ordering key is queued first, so that it,
+		// not a later one, becomes the key's head if the key is free; the
+		// others then wait behind it in event id order.
+		for _, phase := range replayPhases(steps) {
+			inserts, revive := phase.split()
+			if len(inserts) > 0 {
+				if err := sequenceJobs(ctx, q, inserts); err != nil {
+					return err
+				}
+				if _, err := jobs.InsertManyTx(ctx, tx, inserts); err != nil {
+					return fmt.Errorf("error enqueuing deliveries: %w", err)
+				}
 			}
+			n, err := retryJobs(ctx, q, revive, budgets)
+			if err != nil {
+				return err
+			}
+			out.Replayed += int64(len(inserts))
+			out.Revived += n
 		}
-		out.Replayed = int64(len(inserts))
-		out.Revived, err = retryJobs(ctx, q, revive, budgets)
-		return err
+		return nil
 	})
 	if err != nil {
 		return ReplayOutcome{}, err
 	}
 	return out, nil
+}
+
+// replayStep is what a replay does with one event: insert a new delivery
+// job, or revive its dead one.
+type replayStep struct {
+	ev     ReplayCandidate
+	insert *river.InsertManyParams
+	revive int64
+}
+
+type replaySteps []replayStep
+
+func (steps replaySteps) split() (inserts []river.InsertManyParams, revive []int64) {
+	for _, s := range steps {
+		if s.insert != nil {
+			inserts = append(inserts, *s.insert)
+		} else {
+			revive = append(revive, s.revive)
+		}
+	}
+	return inserts, revive
+}
+
+// replayPhases orders a replay batch's steps for ordered delivery: the
+// first phase holds the unordered events and the lowest event id of each
+// ordering key, the second the key's later events, which then find the key
+// busy and wait (a new job as pending, a revived one by the update trigger)
+// to be promoted in event id order.
+func replayPhases(steps []replayStep) [2]replaySteps {
+	first := map[string]int64{} // ordering value -> lowest event id
+	for _, s := range steps {
+		if v := s.ev.OrderingKey; v != "" {
+			if id, ok := first[v]; !ok || s.ev.ID < id {
+				first[v] = s.ev.ID
+			}
+		}
+	}
+	var phases [2]replaySteps
+	for _, s := range steps {
+		if v := s.ev.OrderingKey; v == "" || first[v] == s.ev.ID {
+			phases[0] = append(phases[0], s)
+		} else {
+			phases[1] = append(phases[1], s)
+		}
+	}
+	return phases
 }

@@ -176,7 +176,7 @@ func (c *Console) event(w http.ResponseWriter, r *http.Request) {
 		data.DeadJob = ev.Jobs[len(ev.Jobs)-1].ID
 	}
 	switch ev.State {
-	case "queued", "delivering", "retrying", "scheduled":
+	case "queued", "waiting", "delivering", "retrying", "scheduled":
 		data.Waiting = true
 	}
 	if b := c.budgets(route); len(b) == 1 {

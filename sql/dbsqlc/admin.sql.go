@@ -244,7 +244,7 @@ func (q *Queries) QueuePauseStates(ctx context.Context, names []string) ([]Queue
 }
 
 const replayBatch = `-- name: ReplayBatch :many
-SELECT id, key, received_at, delivered_at
+SELECT id, key, received_at, delivered_at, ordering_key
 FROM events
 WHERE route = $1
   AND received_at >= $2
@@ -270,6 +270,7 @@ type ReplayBatchRow struct {
 	Key         string
 	ReceivedAt  time.Time
 	DeliveredAt *time.Time
+	OrderingKey *string
 }
 
 // Events of a route received in a window, any state, in keyset order after a
@@ -296,6 +297,7 @@ func (q *Queries) ReplayBatch(ctx context.Context, arg ReplayBatchParams) ([]Rep
 			&i.Key,
 			&i.ReceivedAt,
 			&i.DeliveredAt,
+			&i.OrderingKey,
 		); err != nil {
 			return nil, err
 		}

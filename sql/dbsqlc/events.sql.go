@@ -29,7 +29,7 @@ func (q *Queries) EnsurePartitions(ctx context.Context, arg EnsurePartitionsPara
 }
 
 const getEventByKey = `-- name: GetEventByKey :one
-SELECT id, route, key, received_at, content_type, headers, body, delivered_at, delivery_attempts
+SELECT id, route, key, received_at, content_type, headers, body, delivered_at, delivery_attempts, ordering_key
 FROM events
 WHERE route = $1 AND key = $2
 `
@@ -49,6 +49,7 @@ type GetEventByKeyRow struct {
 	Body             []byte
 	DeliveredAt      *time.Time
 	DeliveryAttempts *int32
+	OrderingKey      *string
 }
 
 func (q *Queries) GetEventByKey(ctx context.Context, arg GetEventByKeyParams) (GetEventByKeyRow, error) {
@@ -64,6 +65,7 @@ func (q *Queries) GetEventByKey(ctx context.Context, arg GetEventByKeyParams) (G
 		&i.Body,
 		&i.DeliveredAt,
 		&i.DeliveryAttempts,
+		&i.OrderingKey,
 	)
 	return i, err
 }
@@ -104,15 +106,16 @@ func (q *Queries) GetEventForDelivery(ctx context.Context, arg GetEventForDelive
 }
 
 const insertEvents = `-- name: InsertEvents :many
-INSERT INTO events (route, key, content_type, headers, body)
-SELECT x.route, x.key, x.content_type, x.headers, x.body
+INSERT INTO events (route, key, content_type, headers, body, ordering_key)
+SELECT x.route, x.key, x.content_type, x.headers, x.body, nullif(x.ordering_key, '')
 FROM (
-    SELECT DISTINCT ON (b.route, b.key) b.route, b.key, b.content_type, b.headers, b.body, b.ord
+    SELECT DISTINCT ON (b.route, b.key) b.route, b.key, b.content_type, b.headers, b.body, b.ordering_key, b.ord
     FROM (SELECT unnest($1::text[])        AS route,
                  unnest($2::text[])          AS key,
                  unnest($3::text[]) AS content_type,
                  unnest($4::jsonb[])      AS headers,
                  unnest($5::bytea[])       AS body,
+                 unnest($6::text[]) AS ordering_key,
                  generate_series(1, cardinality($1::text[])) AS ord) AS b
     ORDER BY b.route, b.key, b.ord
 ) AS x
@@ -127,6 +130,7 @@ type InsertEventsParams struct {
 	ContentTypes []string
 	Headers      [][]byte
 	Bodies       [][]byte
+	OrderingKeys []string
 }
 
 type InsertEventsRow struct {
@@ -148,6 +152,7 @@ func (q *Queries) InsertEvents(ctx context.Context, arg InsertEventsParams) ([]I
 		arg.ContentTypes,
 		arg.Headers,
 		arg.Bodies,
+		arg.OrderingKeys,
 	)
 	if err != nil {
 		return nil, err
@@ -173,25 +178,33 @@ func (q *Queries) InsertEvents(ctx context.Context, arg InsertEventsParams) ([]I
 }
 
 const lockEventKeys = `-- name: LockEventKeys :exec
-SELECT pg_advisory_xact_lock(20251128, s.h)
-FROM (SELECT DISTINCT hashtext(x.route || chr(31) || x.key) AS h
+SELECT pg_advisory_xact_lock(s.class, s.h)
+FROM (SELECT 20251128 AS class, hashtext(x.route || chr(31) || x.key) AS h
       FROM (SELECT unnest($1::text[]) AS route, unnest($2::text[]) AS key) AS x
-      ORDER BY h) AS s
+      UNION
+      SELECT 20251213, outbox_ordering_hash(y.route, y.ordering_key)
+      FROM (SELECT unnest($1::text[]) AS route, unnest($3::text[]) AS ordering_key) AS y
+      WHERE y.ordering_key <> ''
+      ORDER BY 1, 2) AS s
 `
 
 type LockEventKeysParams struct {
-	Routes []string
-	Keys   []string
+	Routes       []string
+	Keys         []string
+	OrderingKeys []string
 }
 
 // The idempotency guarantee, part one: serialise concurrent intakes of the
-// same (route, key) until the transaction ends. Keys are locked in hash
-// order, so two batches sharing keys cannot deadlock. The two-int form keeps
-// these locks apart from golang-migrate's single-bigint one; a hash
-// collision only serialises two unrelated keys. See migration 000012 for why
-// no unique index can do this across partitions.
+// same (route, key) until the transaction ends. The same statement locks the
+// events' ordering keys (class 20251213; "" for none), under which their
+// jobs are queued in commit order (see migration 000018). All are locked in
+// (class, hash) order, the order every transaction takes them in, so two
+// batches sharing keys cannot deadlock. The two-int form keeps these locks
+// apart from golang-migrate's single-bigint one; a hash collision only
+// serialises two unrelated keys. See migration 000012 for why no unique
+// index can do this across partitions.
 func (q *Queries) LockEventKeys(ctx context.Context, arg LockEventKeysParams) error {
-	_, err := q.db.Exec(ctx, lockEventKeys, arg.Routes, arg.Keys)
+	_, err := q.db.Exec(ctx, lockEventKeys, arg.Routes, arg.Keys, arg.OrderingKeys)
 	return err
 }
 

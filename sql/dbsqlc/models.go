@@ -88,6 +88,7 @@ type Event struct {
 	DeliveredAt      *time.Time
 	DeliveryAttempts *int32
 	Retained         bool
+	OrderingKey      *string
 }
 
 type EventsLive struct {
@@ -114,6 +115,29 @@ type EventsRetained struct {
 	DeliveredAt      *time.Time
 	DeliveryAttempts *int32
 	Retained         bool
+}
+
+type OrderingBlockedKey struct {
+	Route             string
+	OrderingKey       string
+	Reason            string
+	HeadJobID         *int64
+	HeadEventID       *int64
+	HeadKey           *string
+	HeadState         *string
+	HeadAttempt       *int16
+	HeadMaxAttempts   *int16
+	HeadLastError     *string
+	HeadAttemptedAt   *time.Time
+	HeadNextAttemptAt *time.Time
+	HeadFailedAt      *time.Time
+	Waiting           int64
+}
+
+type OutboxOrderedRoute struct {
+	Route        string
+	OnDeadLetter string
+	UpdatedAt    time.Time
 }
 
 type RiverJob struct {

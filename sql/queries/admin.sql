@@ -17,7 +17,7 @@ ORDER BY id;
 -- name: ReplayBatch :many
 -- Events of a route received in a window, any state, in keyset order after a
 -- cursor (events_route_received_at_idx).
-SELECT id, key, received_at, delivered_at
+SELECT id, key, received_at, delivered_at, ordering_key
 FROM events
 WHERE route = @route
   AND received_at >= @since

@@ -1,14 +1,21 @@
 -- name: LockEventKeys :exec
 -- The idempotency guarantee, part one: serialise concurrent intakes of the
--- same (route, key) until the transaction ends. Keys are locked in hash
--- order, so two batches sharing keys cannot deadlock. The two-int form keeps
--- these locks apart from golang-migrate's single-bigint one; a hash
--- collision only serialises two unrelated keys. See migration 000012 for why
--- no unique index can do this across partitions.
-SELECT pg_advisory_xact_lock(20251128, s.h)
-FROM (SELECT DISTINCT hashtext(x.route || chr(31) || x.key) AS h
+-- same (route, key) until the transaction ends. The same statement locks the
+-- events' ordering keys (class 20251213; "" for none), under which their
+-- jobs are queued in commit order (see migration 000018). All are locked in
+-- (class, hash) order, the order every transaction takes them in, so two
+-- batches sharing keys cannot deadlock. The two-int form keeps these locks
+-- apart from golang-migrate's single-bigint one; a hash collision only
+-- serialises two unrelated keys. See migration 000012 for why no unique
+-- index can do this across partitions.
+SELECT pg_advisory_xact_lock(s.class, s.h)
+FROM (SELECT 20251128 AS class, hashtext(x.route || chr(31) || x.key) AS h
       FROM (SELECT unnest(@routes::text[]) AS route, unnest(@keys::text[]) AS key) AS x
-      ORDER BY h) AS s;
+      UNION
+      SELECT 20251213, outbox_ordering_hash(y.route, y.ordering_key)
+      FROM (SELECT unnest(@routes::text[]) AS route, unnest(@ordering_keys::text[]) AS ordering_key) AS y
+      WHERE y.ordering_key <> ''
+      ORDER BY 1, 2) AS s;
 
 -- name: InsertEvents :many
 -- Part two, in a later statement than the locks, so its snapshot sees a
@@ -16,15 +23,16 @@ FROM (SELECT DISTINCT hashtext(x.route || chr(31) || x.key) AS h
 -- inserts the events whose (route, key) no partition holds yet; within the
 -- batch, the first of each key wins. Keys missing from the result are
 -- duplicates. The NOT EXISTS probes each partition's (route, key) index.
-INSERT INTO events (route, key, content_type, headers, body)
-SELECT x.route, x.key, x.content_type, x.headers, x.body
+INSERT INTO events (route, key, content_type, headers, body, ordering_key)
+SELECT x.route, x.key, x.content_type, x.headers, x.body, nullif(x.ordering_key, '')
 FROM (
-    SELECT DISTINCT ON (b.route, b.key) b.route, b.key, b.content_type, b.headers, b.body, b.ord
+    SELECT DISTINCT ON (b.route, b.key) b.route, b.key, b.content_type, b.headers, b.body, b.ordering_key, b.ord
     FROM (SELECT unnest(@routes::text[])        AS route,
                  unnest(@keys::text[])          AS key,
                  unnest(@content_types::text[]) AS content_type,
                  unnest(@headers::jsonb[])      AS headers,
                  unnest(@bodies::bytea[])       AS body,
+                 unnest(@ordering_keys::text[]) AS ordering_key,
                  generate_series(1, cardinality(@routes::text[])) AS ord) AS b
     ORDER BY b.route, b.key, b.ord
 ) AS x
@@ -43,7 +51,7 @@ FROM events
 WHERE id = @id AND received_at = @received_at;
 
 -- name: GetEventByKey :one
-SELECT id, route, key, received_at, content_type, headers, body, delivered_at, delivery_attempts
+SELECT id, route, key, received_at, content_type, headers, body, delivered_at, delivery_attempts, ordering_key
 FROM events
 WHERE route = @route AND key = @key;
 
