@@ -34,6 +34,8 @@ type RouteStatus struct {
 	// (each replica has its own). The CLI, which runs no deliveries, has
 	// none to show.
 	Circuit *outbox.CircuitInfo `json:"circuit,omitempty"`
+	// Ordering is set for a route with ordering: its blocked keys.
+	Ordering *OrderingStatus `json:"ordering,omitempty"`
 }
 
 // Backlog splits the events waiting for delivery by why they wait.
@@ -46,6 +48,9 @@ type Backlog struct {
 	Scheduled int64 `json:"scheduled"`
 	// Running jobs are being delivered now.
 	Running int64 `json:"running"`
+	// Waiting events, on a route with ordering, wait for an earlier event
+	// of their ordering key (River's pending jobs).
+	Waiting int64 `json:"waiting"`
 }
 
 // Routes reports every configured route's state.
@@ -54,6 +59,9 @@ func (s *Service) Routes(ctx context.Context) ([]RouteStatus, error) {
 	out := make([]RouteStatus, len(s.cfg.Routes))
 	for i, r := range s.cfg.Routes {
 		out[i] = RouteStatus{Name: r.Name, Target: config.RedactURL(r.Target.URL), Concurrency: r.Concurrency}
+		if r.Ordering != nil {
+			out[i].Ordering = &OrderingStatus{OnDeadLetter: r.Ordering.OnDeadLetter}
+		}
 		byName[r.Name] = &out[i]
 	}
 	// The same queries as the backlog and dead-letter gauges, so the
@@ -68,8 +76,10 @@ func (s *Service) Routes(ctx context.Context) ([]RouteStatus, error) {
 			continue
 		}
 		switch rivertype.JobState(b.State) {
-		case rivertype.JobStateAvailable, rivertype.JobStatePending:
+		case rivertype.JobStateAvailable:
 			rs.Backlog.Available += b.Jobs
+		case rivertype.JobStatePending:
+			rs.Backlog.Waiting += b.Jobs
 		case rivertype.JobStateRetryable:
 			rs.Backlog.Retryable += b.Jobs
 		case rivertype.JobStateScheduled:
@@ -84,6 +94,11 @@ func (s *Service) Routes(ctx context.Context) ([]RouteStatus, error) {
 	for route, n := range st.DeadLetters {
 		if rs := byName[route]; rs != nil {
 			rs.DeadLetters = n
+		}
+	}
+	for route, c := range st.BlockedKeys {
+		if rs := byName[route]; rs != nil && rs.Ordering != nil {
+			rs.Ordering.BlockedKeys, rs.Ordering.ByReason = c.Total(), c
 		}
 	}
 	delivered, err := s.store.DeliveredSince(ctx, s.now().Add(-time.Hour))

@@ -92,6 +92,8 @@ func (a *adminAPI) mount(r *mux.Router) {
 	r.HandleFunc("/stats", a.stats).Methods(http.MethodGet)
 	r.HandleFunc("/routes/{route}/pause", a.pause).Methods(http.MethodPost)
 	r.HandleFunc("/routes/{route}/resume", a.resume).Methods(http.MethodPost)
+	r.HandleFunc("/routes/{route}/blocked-keys", a.blockedKeys).Methods(http.MethodGet)
+	r.HandleFunc("/routes/{route}/blocked-keys/release", a.releaseBlockedKeys).Methods(http.MethodPost)
 }
 
 // fail answers an operation's error: see writeErr.

@@ -79,6 +79,15 @@ func NewClient(pool *pgxpool.Pool, st *store.Store, cfg *config.Config, opts Cli
 	if err := river.AddWorkerSafely(workers, &Maintainer{store: st, policy: policy, logger: opts.Logger.With("component", "retention")}); err != nil {
 		return nil, fmt.Errorf("error registering maintenance worker: %w", err)
 	}
+	// The check's worker is always there, for a check enqueued before
+	// ordering was removed from the config; it is enqueued only with it.
+	if err := river.AddWorkerSafely(workers, &OrderingChecker{store: st, logger: opts.Logger.With("component", "ordering")}); err != nil {
+		return nil, fmt.Errorf("error registering ordering check worker: %w", err)
+	}
+	periodic := []*river.PeriodicJob{maintenancePeriodicJob()}
+	if hasOrdering(cfg) {
+		periodic = append(periodic, orderingCheckPeriodicJob())
+	}
 	queues := make(map[string]river.QueueConfig, len(cfg.Routes)+1)
 	for _, r := range cfg.Routes {
 		queues[r.Name] = river.QueueConfig{MaxWorkers: r.Concurrency * WorkersPerSlot}
@@ -111,7 +120,7 @@ func NewClient(pool *pgxpool.Pool, st *store.Store, cfg *config.Config, opts Cli
 		// Completed jobs go after completed_job_retention; delivered events
 		// stay until event_retention, recorded by events.delivered_at.
 		CompletedJobRetentionPeriod: cfg.CompletedJobRetention.D(),
-		PeriodicJobs:                []*river.PeriodicJob{maintenancePeriodicJob()},
+		PeriodicJobs:                periodic,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("error creating River client: %w", err)

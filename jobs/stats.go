@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	outbox "github.com/webhook-outbox/webhook-outbox"
 	"github.com/webhook-outbox/webhook-outbox/store"
 )
 
@@ -35,6 +36,9 @@ type Stats struct {
 
 	backlog, oldest, dead, refreshed *prometheus.Desc
 	errors                           prometheus.Counter
+	// blocked is reported for the ordered routes (SetOrderedRoutes).
+	blocked *prometheus.Desc
+	ordered []string
 
 	mu   sync.Mutex
 	last *store.DeliveryStats
@@ -60,6 +64,9 @@ func NewStats(st *store.Store, routes []string, logger *slog.Logger) *Stats {
 		refreshed: prometheus.NewDesc("outbox_stats_refreshed_timestamp_seconds",
 			"Unix time of this replica's last successful refresh of the backlog and dead-letter gauges.",
 			nil, nil),
+		blocked: prometheus.NewDesc("outbox_ordering_blocked_keys",
+			"Ordering keys of ordered routes whose events wait on a head not being delivered now (all replicas), by route and reason: dead_letter (on_dead_letter: block; needs an operator), retrying (a backoff or snooze), no_head (an anomaly the ordering check repairs).",
+			[]string{"route", "reason"}, nil),
 		errors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "outbox_stats_refresh_errors_total",
 			Help: "Failed refreshes of the backlog and dead-letter gauges on this replica.",
@@ -67,8 +74,13 @@ func NewStats(st *store.Store, routes []string, logger *slog.Logger) *Stats {
 	}
 }
 
+// SetOrderedRoutes names the routes with ordering, whose blocked keys are
+// reported (at 0 when they have none). Call it before registering s.
+func (s *Stats) SetOrderedRoutes(routes []string) { s.ordered = routes }
+
 // Describe implements prometheus.Collector.
 func (s *Stats) Describe(ch chan<- *prometheus.Desc) {
+	ch <- s.blocked
 	ch <- s.backlog
 	ch <- s.oldest
 	ch <- s.dead
@@ -118,6 +130,14 @@ func (s *Stats) Collect(ch chan<- prometheus.Metric) {
 	}
 	for r, n := range dead {
 		ch <- prometheus.MustNewConstMetric(s.dead, prometheus.GaugeValue, float64(n), r)
+	}
+	for _, r := range s.ordered {
+		c := last.BlockedKeys[r]
+		for reason, n := range map[outbox.BlockReason]int64{
+			outbox.BlockedByDeadLetter: c.DeadLetter, outbox.BlockedByRetry: c.Retrying, outbox.BlockedNoHead: c.NoHead,
+		} {
+			ch <- prometheus.MustNewConstMetric(s.blocked, prometheus.GaugeValue, float64(n), r, string(reason))
+		}
 	}
 }
 

@@ -26,6 +26,8 @@ Usage:
   outbox dlq retry ID...|--route R [--since T] [--until T] [--error TEXT] [--dry-run] [--json]
   outbox replay --route R --since T [--until T] [--dry-run] [--json]
   outbox routes list [--json] | pause NAME | resume NAME
+  outbox ordering blocked --route R [--reason dead_letter|retrying|no_head] [--limit N] [--json]
+  outbox ordering release --route R KEY...
   outbox stats [--exact] [--json]
   outbox demo-target [--listen :9090] [--fail-rate 0.3]
 
@@ -99,6 +101,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return runReplay(ctx, rest, stdout, stderr)
 	case "routes":
 		return runRoutes(ctx, rest, stdout, stderr)
+	case "ordering":
+		return runOrdering(ctx, rest, stdout, stderr)
 	case "stats":
 		return runStats(ctx, rest, stdout, stderr)
 	case "demo-target":

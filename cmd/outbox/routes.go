@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strconv"
 	"text/tabwriter"
 	"time"
 )
@@ -59,7 +60,7 @@ func runRoutes(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return printJSON(stdout, routes)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ROUTE\tSTATE\tAVAILABLE\tRETRYABLE\tSCHEDULED\tRUNNING\tDEAD\tOLDEST WAITING\tDELIVERED 1H\tTARGET")
+	fmt.Fprintln(tw, "ROUTE\tSTATE\tAVAILABLE\tRETRYABLE\tSCHEDULED\tRUNNING\tWAITING\tDEAD\tBLOCKED KEYS\tOLDEST WAITING\tDELIVERED 1H\tTARGET")
 	for _, r := range routes {
 		state := "active"
 		if r.Paused {
@@ -69,8 +70,13 @@ func runRoutes(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if r.OldestUndeliveredAge != nil {
 			oldest = (time.Duration(*r.OldestUndeliveredAge) * time.Second).Round(time.Second).String()
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\t%d\t%s\n", r.Name, state, r.Backlog.Available, r.Backlog.Retryable,
-			r.Backlog.Scheduled, r.Backlog.Running, r.DeadLetters, oldest, r.DeliveredLastHour, r.Target)
+		// Blocked keys exist only on routes with ordering.
+		blocked := "-"
+		if r.Ordering != nil {
+			blocked = strconv.FormatInt(r.Ordering.BlockedKeys, 10)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%d\t%s\n", r.Name, state, r.Backlog.Available, r.Backlog.Retryable,
+			r.Backlog.Scheduled, r.Backlog.Running, r.Backlog.Waiting, r.DeadLetters, blocked, oldest, r.DeliveredLastHour, r.Target)
 	}
 	return tw.Flush()
 }

@@ -209,6 +209,11 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err := ops.ReconcilePauses(ctx, logger); err != nil {
 		return err
 	}
+	// The ordered routes' on_dead_letter, as the database's triggers read
+	// it; a switch from block to continue releases blocked keys now.
+	if err := jobs.SyncOrdering(ctx, st, cfg, logger.With("component", "ordering")); err != nil {
+		return err
+	}
 	routerOpts := handler.RouterOptions{Intake: intake, Readiness: st, Logger: logger, Registry: registry, TrustedProxies: cfg.TrustedProxyPrefixes()}
 	if !cfg.DisableAdmin {
 		ui, err := handler.NewRiverUI(m.river, riverLogger)
@@ -238,6 +243,13 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		return err
 	}
 	stats := jobs.NewStats(st, routes, logger.With("component", "stats"))
+	var ordered []string
+	for _, r := range cfg.Routes {
+		if r.Ordering != nil {
+			ordered = append(ordered, r.Name)
+		}
+	}
+	stats.SetOrderedRoutes(ordered)
 	registry.MustRegister(stats)
 
 	m.listener, err = net.Listen("tcp", cfg.Listen)
