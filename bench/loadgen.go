@@ -24,6 +24,9 @@ type generator struct {
 	payloads [][]byte
 	seq      atomic.Int64
 	dupShare float64
+	// conversations, when set, spreads the payloads' conversation id over
+	// that many values (see withConversation).
+	conversations int
 }
 
 func newGenerator(root, outboxURL string, o options) *generator {
@@ -60,7 +63,7 @@ func (g *generator) body(key string) []byte {
 			out := make([]byte, 0, len(p)+len(key))
 			out = append(out, p[:start]...)
 			out = append(out, key...)
-			return append(out, p[end:]...)
+			return g.withConversation(append(out, p[end:]...), key)
 		}
 	}
 	panic("payload without an id")
@@ -111,7 +114,7 @@ func (r *recorder) add(status int, d time.Duration) {
 func (r *recorder) phase(target string, elapsed time.Duration) Phase {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	p := Phase{Target: target, ByStatus: map[string]int{}}
+	p := Phase{Target: target, ByStatus: map[string]int{}, elapsed: elapsed}
 	slices.Sort(r.latencies)
 	pct := func(q float64) float64 {
 		if len(r.latencies) == 0 {

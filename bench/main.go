@@ -43,6 +43,10 @@ type options struct {
 	dupShare    float64
 	concurrency int
 	quick       bool
+	// The ordering phase (bench/ordering.go).
+	ordering       bool
+	orderingKeys   int
+	orderingEvents int
 }
 
 func main() {
@@ -54,6 +58,9 @@ func main() {
 	flag.Float64Var(&o.dupShare, "duplicates", 0.05, "share of requests that repeat an earlier key")
 	flag.IntVar(&o.concurrency, "concurrency", 64, "the bench route's delivery concurrency")
 	flag.BoolVar(&o.quick, "quick", false, "only the closed-loop phases, for comparing settings")
+	flag.BoolVar(&o.ordering, "ordering", false, "only the ordering phase: an ordered route with many keys against an unordered one")
+	flag.IntVar(&o.orderingKeys, "ordering-keys", 1000, "active ordering keys in the ordering phase")
+	flag.IntVar(&o.orderingEvents, "ordering-events", 50_000, "events in each drain of the ordering phase")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -94,6 +101,10 @@ type Result struct {
 	// The same ratios for the closed loop with deliveries paused.
 	RatioOutboxTxAlone float64 `json:"ratio_to_outbox_tx_deliveries_paused"`
 	RatioInsertAlone   float64 `json:"ratio_to_bare_insert_deliveries_paused"`
+
+	// Ordering compares an ordered route with many keys to an unordered
+	// one (bench/ordering.go).
+	Ordering *OrderingResult `json:"ordering,omitempty"`
 }
 
 // Phase is one load phase's outcome.
@@ -106,6 +117,8 @@ type Phase struct {
 	P999ms      float64        `json:"p999_ms"`
 	ByStatus    map[string]int `json:"by_status"`
 	TransportEr int64          `json:"transport_errors"`
+
+	elapsed time.Duration
 }
 
 func run(ctx context.Context, o options) error {
@@ -161,7 +174,7 @@ routes:
     target: {url: "http://%s/sink", timeout: 10s}
     retry: {max_attempts: 5, initial_backoff: 1s}
     concurrency: %d
-`, port, dbURL, token, sinkLn.Addr(), o.concurrency)
+%s`, port, dbURL, token, sinkLn.Addr(), o.concurrency, orderingRoutes(sinkLn.Addr().String(), o.concurrency))
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return err
 	}
@@ -186,6 +199,13 @@ routes:
 	// Warm up connections, the pool and the plan caches.
 	logf("warming up")
 	gen.closedLoop(ctx, o.clients, 3*time.Second)
+	if o.ordering {
+		if res.Ordering, err = orderingPhase(ctx, o, outboxURL, token, dbURL, sink, root); err != nil {
+			return err
+		}
+		printOrdering(os.Stdout, res.Ordering)
+		return save(root, &res)
+	}
 
 	logf("closed loop: %d connections for %s", o.clients, o.duration)
 	deliveredBefore := sink.count.Load()
@@ -266,7 +286,11 @@ routes:
 	res.RatioOutboxTxAlone = res.IntakeAlone.AcceptedPS / res.PgbenchOutboxTx
 	res.RatioInsertAlone = res.IntakeAlone.AcceptedPS / res.PgbenchInsert
 
+	if res.Ordering, err = orderingPhase(ctx, o, outboxURL, token, dbURL, sink, root); err != nil {
+		return err
+	}
 	printTable(os.Stdout, &res)
+	printOrdering(os.Stdout, res.Ordering)
 	return save(root, &res)
 }
 
