@@ -8,6 +8,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // The ordering phase compares two routes that differ only in ordering:
@@ -51,6 +53,33 @@ type OrderingResult struct {
 	DrainOrderedPerSec  float64 `json:"drain_ordered_per_sec"`
 	// DrainFactor is how many times longer the ordered drain took.
 	DrainFactor float64 `json:"drain_factor"`
+	// The unordered drain again, with the ordering triggers on river_job
+	// disabled: what the triggers cost routes without ordering.
+	DrainPlainNoTriggersSeconds float64 `json:"drain_unordered_without_triggers_seconds"`
+	DrainPlainNoTriggersPerSec  float64 `json:"drain_unordered_without_triggers_per_sec"`
+}
+
+// orderingTriggers are migration 000018's triggers on river_job.
+var orderingTriggers = []string{"outbox_ordering_before_update", "outbox_ordering_after_update", "outbox_ordering_after_delete"}
+
+// setOrderingTriggers enables or disables them, for the measurement of
+// their cost on an unordered route (nothing ordered may run meanwhile).
+func setOrderingTriggers(ctx context.Context, dbURL string, enabled bool) error {
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	verb := "DISABLE"
+	if enabled {
+		verb = "ENABLE"
+	}
+	for _, name := range orderingTriggers {
+		if _, err := conn.Exec(ctx, "ALTER TABLE river_job "+verb+" TRIGGER "+name); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // orderingPhase measures the ordered route against the unordered one.
@@ -111,8 +140,20 @@ func orderingPhase(ctx context.Context, o options, base, token, dbURL string, si
 	if res.DrainOrderedSeconds, err = drain(ordered, orderedRoute); err != nil {
 		return nil, err
 	}
+	logf("ordering: the unordered drain again, with the ordering triggers disabled")
+	if err := setOrderingTriggers(ctx, dbURL, false); err != nil {
+		return nil, err
+	}
+	res.DrainPlainNoTriggersSeconds, err = drain(plain, plainRoute)
+	if terr := setOrderingTriggers(context.WithoutCancel(ctx), dbURL, true); err == nil {
+		err = terr
+	}
+	if err != nil {
+		return nil, err
+	}
 	res.DrainPlainPerSec = float64(o.orderingEvents) / res.DrainPlainSeconds
 	res.DrainOrderedPerSec = float64(o.orderingEvents) / res.DrainOrderedSeconds
+	res.DrainPlainNoTriggersPerSec = float64(o.orderingEvents) / res.DrainPlainNoTriggersSeconds
 	res.DrainFactor = res.DrainOrderedSeconds / res.DrainPlainSeconds
 	return res, nil
 }
@@ -167,5 +208,6 @@ func printOrdering(w io.Writer, r *OrderingResult) {
 	fmt.Fprintf(tw, "  drain of %d events, unordered\t%.1f s (%.0f deliveries/s)\n", r.DrainEvents, r.DrainPlainSeconds, r.DrainPlainPerSec)
 	fmt.Fprintf(tw, "  drain of %d events over %d keys, ordered\t%.1f s (%.0f deliveries/s)\n", r.DrainEvents, r.Keys, r.DrainOrderedSeconds, r.DrainOrderedPerSec)
 	fmt.Fprintf(tw, "  delivery factor, ordered ÷ unordered time\t%.2f×\n", r.DrainFactor)
+	fmt.Fprintf(tw, "  drain of %d events, unordered, ordering triggers disabled\t%.1f s (%.0f deliveries/s)\n", r.DrainEvents, r.DrainPlainNoTriggersSeconds, r.DrainPlainNoTriggersPerSec)
 	_ = tw.Flush()
 }

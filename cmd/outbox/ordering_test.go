@@ -9,6 +9,9 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -175,19 +178,25 @@ routes:
 `
 
 // orderedReplicas starts n replicas of the real serve wiring on one
-// database, with the two ordered routes of orderedDoc.
-func orderedReplicas(t *testing.T, n int, target string) ([]string, *pgxpool.Pool) {
+// database, with the two ordered routes of orderedDoc, and returns their
+// base URLs, a pool, and the config file's path for the CLI.
+func orderedReplicas(t *testing.T, n int, target string) ([]string, *pgxpool.Pool, string) {
 	t.Helper()
 	pool, dbURL := testdb.Pool(t)
-	cfg, err := config.Parse(fmt.Appendf(nil, orderedDoc, dbURL, target), func(string) (string, bool) { return "", false })
+	path := filepath.Join(t.TempDir(), "outbox.yaml")
+	if err := os.WriteFile(path, fmt.Appendf(nil, orderedDoc, dbURL, target), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var bases []string
 	for range n {
-		bases = append(bases, startMain(t, &Main{Config: cfg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}))
+		m := &Main{Config: cfg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), StatsInterval: 100 * time.Millisecond}
+		bases = append(bases, startMain(t, m))
 	}
-	return bases, pool
+	return bases, pool, path
 }
 
 // sendConversations posts each conversation's events in turn, each after
@@ -256,7 +265,7 @@ func TestOrderedConversations(t *testing.T) {
 	t.Parallel()
 	const events = 12
 	ct := newConvTarget(t)
-	bases, pool := orderedReplicas(t, 2, ct.URL)
+	bases, pool, cfgPath := orderedReplicas(t, 2, ct.URL)
 	var others []string
 	for i := range 16 {
 		others = append(others, fmt.Sprintf("ok%02d", i))
@@ -324,6 +333,28 @@ func TestOrderedConversations(t *testing.T) {
 			t.Errorf("routes listing of blocking: %+v %+v", r.Ordering, r.Backlog)
 		}
 	}
+	// The same in /metrics and the CLI.
+	waitUntil(t, 30*time.Second, "the blocked-keys gauge", func() bool {
+		resp, err := http.Get(bases[0] + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		raw, _ := io.ReadAll(resp.Body)
+		return strings.Contains(string(raw), `outbox_ordering_blocked_keys{reason="dead_letter",route="blocking"} 2`) &&
+			strings.Contains(string(raw), `outbox_ordering_blocked_keys{reason="dead_letter",route="conv"} 0`)
+	})
+	code, out, _ := cli(t, "ordering", "blocked", "--route", "blocking", "--config", cfgPath)
+	if code != 0 || !strings.Contains(out, "released      dead_letter  9") || !strings.Contains(out, "retried-002") || !strings.Contains(out, "422 Unprocessable Entity") {
+		t.Errorf("ordering blocked: %d\n%s", code, out)
+	}
+	code, out, _ = cli(t, "routes", "list", "--config", cfgPath)
+	if code != 0 || !regexp.MustCompile(`(?m)^blocking +active +0 +0 +0 +0 +18 +2 +2 `).MatchString(out) {
+		t.Errorf("routes list: %d\n%s", code, out)
+	}
+	if code, _, errOut := cli(t, "ordering", "blocked", "--route", "nope", "--config", cfgPath); code != 1 || !strings.Contains(errOut, `no route named "nope"`) {
+		t.Errorf("ordering blocked of an unknown route: %d %s", code, errOut)
+	}
 	if t.Failed() {
 		t.FailNow()
 	}
@@ -361,7 +392,7 @@ func TestOrderedPauseAndReplay(t *testing.T) {
 	t.Parallel()
 	const events = 8
 	ct := newConvTarget(t)
-	bases, pool := orderedReplicas(t, 1, ct.URL)
+	bases, pool, _ := orderedReplicas(t, 1, ct.URL)
 	start := time.Now().Add(-time.Second)
 	if code := adminDo(t, http.MethodPost, bases[0]+"/admin/v1/routes/conv/pause", nil, nil); code != 200 {
 		t.Fatalf("pause: %d", code)
