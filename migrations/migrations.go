@@ -55,6 +55,27 @@ func mustLatest() uint {
 	return latest
 }
 
+// versionsUpTo counts the migrations at or below version v. Version
+// numbers may have gaps (they are handed out to changes made in parallel),
+// so it is the number of steps down from v to nothing.
+func versionsUpTo(v uint) int {
+	entries, err := fs.ReadDir(files, ".")
+	if err != nil {
+		panic(err)
+	}
+	n := 0
+	for _, e := range entries {
+		prefix, _, ok := strings.Cut(e.Name(), "_")
+		if !ok || !strings.HasSuffix(e.Name(), ".up.sql") {
+			continue
+		}
+		if u, err := strconv.ParseUint(prefix, 10, 32); err == nil && uint(u) <= v {
+			n++
+		}
+	}
+	return n
+}
+
 // ErrDirty reports a schema left half-migrated by a failed migration.
 var ErrDirty = errors.New("database schema is dirty")
 
@@ -129,7 +150,7 @@ func (m *Migrator) Down(steps int) (from, to uint, err error) {
 	if from == 0 {
 		return 0, 0, nil
 	}
-	steps = min(steps, int(from))
+	steps = min(steps, versionsUpTo(from))
 	if err := m.m.Steps(-steps); err != nil && !errors.Is(err, migrate.ErrNoChange) {
 		return from, 0, explain(err)
 	}
