@@ -137,12 +137,19 @@ type Token struct {
 
 // Stats is a snapshot of a Limiter, for the routes listing and metrics.
 type Stats struct {
-	// Limit is how many requests may be in flight now.
+	// Limit is how many requests may be in flight now: the smaller of Own
+	// and Cap.
 	Limit int
+	// Own is the limiter's own limit, what it would allow without Cap.
+	Own int
+	// Cap is the cap set from outside (the replica's share of the route's
+	// fleet-wide concurrency); the ceiling until SetCap is called.
+	Cap int
 	// Ceiling is the route's `concurrency`.
 	Ceiling int
-	// InFlight is how many requests are in flight now.
-	InFlight int
+	// InFlight is how many requests are in flight now; Waiting how many
+	// callers of Acquire wait for a place.
+	InFlight, Waiting int
 	// Adaptive is false for a fixed limit.
 	Adaptive bool
 	// SlowStart is true while the limit is still doubling every round trip.
@@ -158,18 +165,20 @@ type Limiter struct {
 	idleRestart time.Duration
 	now         func() time.Time
 
-	mu         sync.Mutex
-	limit      float64
-	inflight   int
-	next       uint64 // sequence number of the next request sent
-	lastActive time.Time
-	slowStart  bool
-	warmup     []time.Duration // answers to requests sent alone, in slow start
-	ssBase     time.Duration   // their median: the unloaded latency
-	recoverSeq uint64          // overloads of requests sent before it are old news
-	restarts   uint64
-	round      round
-	waiters    list.List // of *waiter, first come first served
+	mu          sync.Mutex
+	limit       float64
+	capped      int // SetCap's cap
+	lastAttempt time.Time
+	inflight    int
+	next        uint64 // sequence number of the next request sent
+	lastActive  time.Time
+	slowStart   bool
+	warmup      []time.Duration // answers to requests sent alone, in slow start
+	ssBase      time.Duration   // their median: the unloaded latency
+	recoverSeq  uint64          // overloads of requests sent before it are old news
+	restarts    uint64
+	round       round
+	waiters     list.List // of *waiter, first come first served
 }
 
 type round struct {
@@ -200,6 +209,7 @@ func New(cfg Config) *Limiter {
 		l.now = time.Now
 	}
 	l.limit = l.ceiling
+	l.capped = int(l.ceiling)
 	if l.alg != nil {
 		l.restartLocked()
 		l.restarts = 0
@@ -239,6 +249,7 @@ func (l *Limiter) TryAcquire() (Token, bool) {
 }
 
 func (l *Limiter) tryAcquireLocked(now time.Time) (Token, bool) {
+	l.lastAttempt = now
 	if l.alg != nil && l.inflight == 0 && !l.lastActive.IsZero() && now.Sub(l.lastActive) >= l.idleRestart {
 		l.restartLocked()
 	}
@@ -407,8 +418,41 @@ func median(sorted []time.Duration) time.Duration {
 	return (sorted[n/2-1] + sorted[n/2]) / 2
 }
 
-func (l *Limiter) allowedLocked() int {
+func (l *Limiter) ownLocked() int {
 	return max(int(l.limit), 1)
+}
+
+func (l *Limiter) allowedLocked() int {
+	return min(l.ownLocked(), l.capped)
+}
+
+// SetCap caps the limit from outside: with fleet-wide limits, the
+// replica's share of the route's concurrency (its lease). The limit in
+// force is the smaller of the limiter's own and the cap; a cap of 0 lets
+// nothing be sent. Requests already in flight are not affected. A raised
+// cap hands places to waiting callers at once.
+func (l *Limiter) SetCap(n int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.capped = max(n, 0)
+	l.grantLocked(l.now())
+}
+
+// Demand is what the limiter would use now: its own limit while it has
+// requests in flight, callers waiting, or was asked for a place within
+// recent; 0 when it has been idle that long. A fleet lease asks for this
+// much of the route's concurrency.
+func (l *Limiter) Demand(recent time.Duration) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.now()
+	if l.inflight > 0 || l.waiters.Len() > 0 || (!l.lastAttempt.IsZero() && now.Sub(l.lastAttempt) < recent) {
+		if l.alg != nil && l.inflight == 0 && !l.lastActive.IsZero() && now.Sub(l.lastActive) >= l.idleRestart {
+			return 1 // the next request restarts slow start
+		}
+		return l.ownLocked()
+	}
+	return 0
 }
 
 // Limit returns how many requests may be in flight now.
@@ -423,7 +467,8 @@ func (l *Limiter) Stats() Stats {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return Stats{
-		Limit: l.allowedLocked(), Ceiling: int(l.ceiling), InFlight: l.inflight,
+		Limit: l.allowedLocked(), Own: l.ownLocked(), Cap: l.capped, Ceiling: int(l.ceiling),
+		InFlight: l.inflight, Waiting: l.waiters.Len(),
 		Adaptive: l.alg != nil, SlowStart: l.slowStart, Restarts: l.restarts,
 	}
 }

@@ -340,3 +340,39 @@ func TestRealTargetThreeReplicas(t *testing.T) {
 		t.Errorf("%d of %d requests were refused, want at most 20%%", ref, req)
 	}
 }
+
+// TestCapFromOutside: a fleet lease caps the limit; a cap of 0 lets nothing
+// through, and raising it hands places to the callers already waiting.
+func TestCapFromOutside(t *testing.T) {
+	t.Parallel()
+	l := New(Config{Ceiling: 8})
+	l.SetCap(0)
+	if _, ok := l.TryAcquire(); ok {
+		t.Fatal("a place was free under a cap of 0")
+	}
+	if d := l.Demand(time.Minute); d != 8 {
+		t.Fatalf("demand after a refused attempt is %d, want the limiter's own limit 8", d)
+	}
+	got := make(chan bool)
+	go func() {
+		_, ok := l.Acquire(context.Background(), time.Minute)
+		got <- ok
+	}()
+	waitFor(t, func() bool { return l.Stats().Waiting == 1 })
+	l.SetCap(2)
+	if !<-got {
+		t.Fatal("the waiting caller got no place when the cap rose")
+	}
+	if _, ok := l.TryAcquire(); !ok {
+		t.Fatal("the second place under a cap of 2 was not free")
+	}
+	if _, ok := l.TryAcquire(); ok {
+		t.Fatal("a third place was free under a cap of 2")
+	}
+	if s := l.Stats(); s.Limit != 2 || s.Own != 8 || s.Cap != 2 || s.InFlight != 2 {
+		t.Fatalf("stats %+v, want limit 2 (own 8, cap 2), 2 in flight", s)
+	}
+	if d := New(Config{Ceiling: 8}).Demand(time.Minute); d != 0 {
+		t.Fatalf("an unused limiter's demand is %d, want 0", d)
+	}
+}
