@@ -7,28 +7,16 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/webhook-outbox/webhook-outbox/config"
 	"github.com/webhook-outbox/webhook-outbox/internal/testdb"
 	"github.com/webhook-outbox/webhook-outbox/jobs"
 	"github.com/webhook-outbox/webhook-outbox/store"
 )
-
-// statementCounter counts the statements a pool sends to Postgres.
-type statementCounter struct{ n atomic.Int64 }
-
-func (c *statementCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
-	c.n.Add(1)
-	return ctx
-}
-
-func (c *statementCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
 
 // BenchmarkDrainStatements drains b.N queued deliveries to a fast target
 // with today's delivery worker, and reports the Postgres statements per
@@ -37,19 +25,7 @@ func (c *statementCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQu
 // baseline that fleet-wide limits must not add a round trip per delivery
 // to. Run it with a fixed count, for example -benchtime 3000x.
 func BenchmarkDrainStatements(b *testing.B) {
-	url := testdb.URL(b)
-	pcfg, err := pgxpool.ParseConfig(url)
-	if err != nil {
-		b.Fatal(err)
-	}
-	counter := &statementCounter{}
-	pcfg.ConnConfig.Tracer = counter
-	pcfg.MaxConns = 20
-	pool, err := pgxpool.NewWithConfig(context.Background(), pcfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(pool.Close)
+	pool, counter, url := testdb.CountedPool(b)
 	target := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
 	b.Cleanup(target.Close)
 	cfg, err := config.Parse(fmt.Appendf(nil, `
@@ -95,7 +71,7 @@ routes:
 	}
 	defer watch.Close(ctx)
 
-	start := counter.n.Load()
+	start := counter.Count()
 	began := time.Now()
 	b.ResetTimer()
 	if err := client.Start(ctx); err != nil {
@@ -113,7 +89,7 @@ routes:
 	}
 	b.StopTimer()
 	took := time.Since(began)
-	statements := counter.n.Load() - start
+	statements := counter.Count() - start
 	stopCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	_ = client.Stop(stopCtx)

@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"github.com/webhook-outbox/webhook-outbox/internal/testdb"
 	"github.com/webhook-outbox/webhook-outbox/store"
 )
@@ -19,14 +17,8 @@ import (
 // own, as n replicas of outbox serve have.
 func replicas(t *testing.T, n int) []*store.Store {
 	t.Helper()
-	_, url := testdb.Pool(t)
 	out := make([]*store.Store, n)
-	for i := range out {
-		pool, err := pgxpool.New(context.Background(), url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(pool.Close)
+	for i, pool := range testdb.Pools(t, n) {
 		out[i] = store.New(pool)
 	}
 	return out

@@ -6,37 +6,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"github.com/webhook-outbox/webhook-outbox/internal/testdb"
 	"github.com/webhook-outbox/webhook-outbox/jobs/adaptive"
 	"github.com/webhook-outbox/webhook-outbox/jobs/fleet"
 	"github.com/webhook-outbox/webhook-outbox/store"
 )
 
-// counter counts the statements a pool sends to Postgres.
-type counter struct{ n atomic.Int64 }
-
-func (c *counter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
-	c.n.Add(1)
-	return ctx
-}
-
-func (c *counter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
-
-func countedStore(b *testing.B) (*store.Store, *counter) {
-	cfg, err := pgxpool.ParseConfig(testdb.URL(b))
-	if err != nil {
-		b.Fatal(err)
-	}
-	c := &counter{}
-	cfg.ConnConfig.Tracer = c
-	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(pool.Close)
+func countedStore(b *testing.B) (*store.Store, *testdb.StatementCounter) {
+	pool, c, _ := testdb.CountedPool(b)
 	return store.New(pool), c
 }
 
@@ -55,7 +32,7 @@ func BenchmarkAcquireRelease(b *testing.B) {
 	if _, ok := lim.Acquire(ctx, time.Minute); !ok { // the first renewal
 		b.Fatal("no place within a minute")
 	}
-	start := c.n.Load()
+	start := c.Count()
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
@@ -68,7 +45,7 @@ func BenchmarkAcquireRelease(b *testing.B) {
 		}
 	})
 	b.StopTimer()
-	b.ReportMetric(float64(c.n.Load()-start)/float64(b.N), "statements/op")
+	b.ReportMetric(float64(c.Count()-start)/float64(b.N), "statements/op")
 }
 
 // BenchmarkAcquireReleaseRoundTrip is the design not taken, for
@@ -79,7 +56,7 @@ func BenchmarkAcquireReleaseRoundTrip(b *testing.B) {
 	ctx := context.Background()
 	var holders atomic.Int64
 	b.SetParallelism(8) // as many as a route's workers would be
-	start := c.n.Load()
+	start := c.Count()
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		holder := "bench-" + string(rune('a'+holders.Add(1)))
@@ -96,7 +73,7 @@ func BenchmarkAcquireReleaseRoundTrip(b *testing.B) {
 		}
 	})
 	b.StopTimer()
-	b.ReportMetric(float64(c.n.Load()-start)/float64(b.N), "statements/op")
+	b.ReportMetric(float64(c.Count()-start)/float64(b.N), "statements/op")
 }
 
 // BenchmarkRenewFleetLease is one renewal's round trip.
@@ -118,10 +95,10 @@ func BenchmarkBreakerHealthy(b *testing.B) {
 	br := fleet.NewBreaker(st, "bench", map[string]fleet.Settings{"r": {
 		BreakerSettings: store.BreakerSettings{Failures: 5, Cooldown: time.Second, MaxCooldown: time.Minute}, ProbeTTL: time.Minute,
 	}}, nil, nil)
-	start := c.n.Load()
+	start := c.Count()
 	for b.Loop() {
 		p := br.Allow(ctx, "r")
 		br.Record(ctx, p, false, "")
 	}
-	b.ReportMetric(float64(c.n.Load()-start)/float64(b.N), "statements/op")
+	b.ReportMetric(float64(c.Count()-start)/float64(b.N), "statements/op")
 }
