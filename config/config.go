@@ -291,16 +291,6 @@ func (r *Route) Adaptive() bool {
 	return r.AdaptiveConcurrency == nil || *r.AdaptiveConcurrency
 }
 
-// Route returns the route named name, or nil.
-func (c *Config) Route(name string) *Route {
-	for i := range c.Routes {
-		if c.Routes[i].Name == name {
-			return &c.Routes[i]
-		}
-	}
-	return nil
-}
-
 // MaxTargetTimeout is the longest target timeout of any route.
 func (c *Config) MaxTargetTimeout() time.Duration {
 	var longest time.Duration

@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	outbox "github.com/webhook-outbox/webhook-outbox"
 	"github.com/webhook-outbox/webhook-outbox/config"
 	"github.com/webhook-outbox/webhook-outbox/internal/testdb"
 	"github.com/webhook-outbox/webhook-outbox/jobs"
@@ -50,9 +51,9 @@ routes:
 		b.Fatal(err)
 	}
 	intake := store.NewIntake(st, inserter)
-	batch := make([]*store.NewEvent, 0, 500)
+	batch := make([]*outbox.NewEvent, 0, 500)
 	for i := range b.N {
-		batch = append(batch, &store.NewEvent{Route: "r", Key: fmt.Sprint(i), ContentType: "application/json", Headers: http.Header{}, Body: fmt.Appendf(nil, `{"id":"%d"}`, i), MaxAttempts: 10})
+		batch = append(batch, &outbox.NewEvent{Route: "r", Key: fmt.Sprint(i), ContentType: "application/json", Headers: http.Header{}, Body: fmt.Appendf(nil, `{"id":"%d"}`, i), MaxAttempts: 10})
 		if len(batch) == cap(batch) || i == b.N-1 {
 			if _, err := intake.AcceptBatch(ctx, batch); err != nil {
 				b.Fatal(err)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	outbox "github.com/webhook-outbox/webhook-outbox"
 	"github.com/webhook-outbox/webhook-outbox/sql/dbsqlc"
 )
 
@@ -114,18 +115,11 @@ func (s *Store) FleetLeases(ctx context.Context) ([]FleetLease, error) {
 	return out, nil
 }
 
-// Circuit breaker states, as route_circuits stores them.
-const (
-	CircuitClosed   = "closed"
-	CircuitOpen     = "open"
-	CircuitHalfOpen = "half-open"
-)
-
 // Circuit is a route's fleet-wide circuit breaker.
 type Circuit struct {
 	Route string
 	// State is closed, open or half-open.
-	State string
+	State outbox.CircuitState
 	// Since is when the circuit entered State.
 	Since time.Time
 	// ConsecutiveFailures is the fleet's current run of retryable failures.
@@ -154,11 +148,11 @@ type BreakerSettings struct {
 
 func circuitFromRow(r dbsqlc.RouteCircuit) Circuit {
 	c := Circuit{
-		Route: r.Route, State: r.State, Since: r.Since, ConsecutiveFailures: int(r.ConsecutiveFailures),
+		Route: r.Route, State: outbox.CircuitState(r.State), Since: r.Since, ConsecutiveFailures: int(r.ConsecutiveFailures),
 		Cooldown: time.Duration(r.CooldownMs) * time.Millisecond, Opened: r.Opened, LastError: r.LastError,
 		UpdatedAt: r.UpdatedAt,
 	}
-	if r.OpenUntil != nil && r.State == CircuitOpen {
+	if r.OpenUntil != nil && r.State == string(outbox.CircuitOpen) {
 		c.OpenUntil = *r.OpenUntil
 	}
 	if r.ProbeHolder != nil {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	outbox "github.com/webhook-outbox/webhook-outbox"
 	"github.com/webhook-outbox/webhook-outbox/internal/testdb"
 	"github.com/webhook-outbox/webhook-outbox/store"
 )
@@ -230,7 +231,7 @@ func TestFleetBreakerOpensForEveryReplica(t *testing.T) {
 		if err != nil || !counted {
 			t.Fatalf("failure %d: counted %v, %v", i, counted, err)
 		}
-		if want := map[bool]string{true: store.CircuitOpen, false: store.CircuitClosed}[i == 2]; c.State != want || c.ConsecutiveFailures != i+1 {
+		if want := map[bool]outbox.CircuitState{true: outbox.CircuitOpen, false: outbox.CircuitClosed}[i == 2]; c.State != want || c.ConsecutiveFailures != i+1 {
 			t.Fatalf("after failure %d (the run restarted after the success): %+v, want %s with %d in a row", i+1, c, want, i+1)
 		}
 	}
@@ -240,7 +241,7 @@ func TestFleetBreakerOpensForEveryReplica(t *testing.T) {
 			t.Fatal(err)
 		}
 		c := cs["r"]
-		if c.State != store.CircuitOpen || c.OpenUntil.IsZero() || c.LastError != "503 from replica 2" || c.Opened != 1 {
+		if c.State != outbox.CircuitOpen || c.OpenUntil.IsZero() || c.LastError != "503 from replica 2" || c.Opened != 1 {
 			t.Errorf("replica %d sees %+v, want the circuit open with the last failure", i, c)
 		}
 	}
@@ -302,7 +303,7 @@ func TestFleetBreakerOneProbeAtATime(t *testing.T) {
 		t.Fatalf("more probes taken while %s's was out: %v", winners[0], w)
 	}
 	c, ok, err := r[1].CircuitProbeDone(ctx, "r", winners[0], false, breaker, "still down")
-	if err != nil || !ok || c.State != store.CircuitOpen || c.Cooldown != 2*breaker.Cooldown || c.Opened != 2 {
+	if err != nil || !ok || c.State != outbox.CircuitOpen || c.Cooldown != 2*breaker.Cooldown || c.Opened != 2 {
 		t.Fatalf("after a failed probe: %+v, %v, %v; want open for %v, opened twice", c, ok, err, 2*breaker.Cooldown)
 	}
 
@@ -335,7 +336,7 @@ func TestFleetBreakerOneProbeAtATime(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if c := cs["r"]; c.State != store.CircuitClosed || c.ConsecutiveFailures != 0 || c.ProbeHolder != "" {
+		if c := cs["r"]; c.State != outbox.CircuitClosed || c.ConsecutiveFailures != 0 || c.ProbeHolder != "" {
 			t.Errorf("replica %d sees %+v after the probe succeeded, want closed", i, c)
 		}
 	}
@@ -348,7 +349,7 @@ func TestReleaseCircuitProbe(t *testing.T) {
 	r := replicas(t, 2)
 	ctx := context.Background()
 	b := store.BreakerSettings{Failures: 1, Cooldown: time.Second, MaxCooldown: time.Second}
-	if c, _, err := r[0].RecordCircuitFailure(ctx, "r", b, "down"); err != nil || c.State != store.CircuitOpen {
+	if c, _, err := r[0].RecordCircuitFailure(ctx, "r", b, "down"); err != nil || c.State != outbox.CircuitOpen {
 		t.Fatalf("one failure with failures: 1 gave %+v, %v; want open", c, err)
 	}
 	waitUntil(t, "the cooldown to end", func() bool {

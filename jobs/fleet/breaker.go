@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	outbox "github.com/webhook-outbox/webhook-outbox"
 	"github.com/webhook-outbox/webhook-outbox/store"
 )
 
@@ -58,7 +59,7 @@ func NewBreaker(st *store.Store, holder string, settings map[string]Settings, on
 		circuits: map[string]store.Circuit{}, inflight: map[string]int{},
 	}
 	for route := range settings {
-		b.circuits[route] = store.Circuit{Route: route, State: store.CircuitClosed}
+		b.circuits[route] = store.Circuit{Route: route, State: outbox.CircuitClosed}
 	}
 	return b
 }
@@ -92,14 +93,14 @@ func (b *Breaker) Allow(ctx context.Context, route string) Permit {
 	c := b.circuits[route]
 	s := b.settings[route]
 	switch {
-	case c.State == store.CircuitOpen && now.Before(c.OpenUntil):
+	case c.State == outbox.CircuitOpen && now.Before(c.OpenUntil):
 		b.mu.Unlock()
 		spread := min(c.Cooldown/10, 5*time.Second)
 		return Permit{route: route, Wait: c.OpenUntil.Sub(now) + rand.N(spread+1)}
-	case c.State == store.CircuitHalfOpen && now.Before(c.ProbeUntil):
+	case c.State == outbox.CircuitHalfOpen && now.Before(c.ProbeUntil):
 		b.mu.Unlock()
 		return Permit{route: route, Wait: waitForProbe()}
-	case c.State == store.CircuitOpen || c.State == store.CircuitHalfOpen:
+	case c.State == outbox.CircuitOpen || c.State == outbox.CircuitHalfOpen:
 		b.mu.Unlock()
 		got, ok, err := b.st.TryCircuitProbe(ctx, route, b.holder, s.ProbeTTL)
 		if err != nil {
@@ -137,7 +138,7 @@ func (b *Breaker) Record(ctx context.Context, p Permit, failed bool, message str
 			b.logger.Warn("cannot record the probe's outcome; the probe will expire and be sent again", "route", p.route, "error", err)
 		case ok:
 			b.set(c)
-			if c.State == store.CircuitClosed {
+			if c.State == outbox.CircuitClosed {
 				b.logger.Info("circuit breaker closed for the fleet: the probe delivery succeeded", "route", p.route)
 				if b.onClose != nil {
 					b.onClose(p.route)
@@ -161,7 +162,7 @@ func (b *Breaker) Record(ctx context.Context, p Permit, failed bool, message str
 		}
 		b.mu.Lock()
 		c := b.circuits[p.route]
-		if c.State == store.CircuitClosed {
+		if c.State == outbox.CircuitClosed {
 			c.ConsecutiveFailures = 0
 			b.circuits[p.route] = c
 		}
@@ -175,7 +176,7 @@ func (b *Breaker) Record(ctx context.Context, p Permit, failed bool, message str
 		b.failLocally(p.route, s, message)
 	case counted:
 		b.set(c)
-		if c.State == store.CircuitOpen { // the failure that opened it: later ones are not counted
+		if c.State == outbox.CircuitOpen { // the failure that opened it: later ones are not counted
 			b.logger.Warn("circuit breaker opened for the fleet: no replica sends to the target until the cooldown ends",
 				"route", p.route, "failures", c.ConsecutiveFailures, "cooldown", c.Cooldown.String(), "error", message)
 		}
@@ -206,13 +207,13 @@ func (b *Breaker) failLocally(route string, s Settings, message string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	c := b.circuits[route]
-	if c.State != store.CircuitClosed {
+	if c.State != outbox.CircuitClosed {
 		return
 	}
 	c.ConsecutiveFailures++
 	if c.ConsecutiveFailures >= max(s.Failures, 1) {
 		now := time.Now()
-		c.State, c.Since, c.Cooldown, c.OpenUntil, c.LastError = store.CircuitOpen, now, s.Cooldown, now.Add(s.Cooldown), message
+		c.State, c.Since, c.Cooldown, c.OpenUntil, c.LastError = outbox.CircuitOpen, now, s.Cooldown, now.Add(s.Cooldown), message
 		c.Opened++
 	}
 	b.circuits[route] = c
@@ -226,7 +227,7 @@ func (b *Breaker) set(c store.Circuit) {
 		return
 	}
 	prev := b.circuits[c.Route]
-	if prev.State != store.CircuitClosed && c.State == store.CircuitClosed {
+	if prev.State != outbox.CircuitClosed && c.State == outbox.CircuitClosed {
 		b.inflight[c.Route] = 0
 	}
 	b.circuits[c.Route] = c
@@ -254,9 +255,9 @@ func (b *Breaker) Refresh(ctx context.Context) error {
 	for route := range b.settings {
 		c, ok := cs[route]
 		if !ok {
-			c = store.Circuit{Route: route, State: store.CircuitClosed}
+			c = store.Circuit{Route: route, State: outbox.CircuitClosed}
 		}
-		if prev := b.circuits[route]; prev.State != store.CircuitClosed && c.State == store.CircuitClosed {
+		if prev := b.circuits[route]; prev.State != outbox.CircuitClosed && c.State == outbox.CircuitClosed {
 			closed = append(closed, route)
 			b.inflight[route] = 0
 		}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	outbox "github.com/webhook-outbox/webhook-outbox"
 	"github.com/webhook-outbox/webhook-outbox/internal/testdb"
 	"github.com/webhook-outbox/webhook-outbox/jobs/adaptive"
 	"github.com/webhook-outbox/webhook-outbox/jobs/fleet"
@@ -209,14 +210,14 @@ func TestFleetBreakerAcrossReplicas(t *testing.T) {
 		t.Errorf("%d requests reached the dead target in 2.5 s; want at most %d (failures to open, in flight, probes)", n, threshold+3+2)
 	}
 	for i, b := range breakers {
-		if c := b.State("r"); c.State == store.CircuitClosed {
+		if c := b.State("r"); c.State == outbox.CircuitClosed {
 			t.Errorf("replica %d sees the circuit closed during the outage: %+v", i, c)
 		}
 	}
 	down.Store(false)
 	waitUntil(t, "every replica to see the circuit closed", func() bool {
 		for _, b := range breakers {
-			if b.State("r").State != store.CircuitClosed {
+			if b.State("r").State != outbox.CircuitClosed {
 				return false
 			}
 		}
@@ -234,7 +235,7 @@ func TestFleetBreakerAcrossReplicas(t *testing.T) {
 	if err != nil && !errors.Is(err, context.Canceled) {
 		t.Fatal(err)
 	}
-	if c := cs["r"]; c.State != store.CircuitClosed || c.Opened < 1 {
+	if c := cs["r"]; c.State != outbox.CircuitClosed || c.Opened < 1 {
 		t.Errorf("the stored circuit is %+v, want closed after opening at least once", c)
 	}
 }
