@@ -3,6 +3,7 @@ package admin
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/riverqueue/river/rivertype"
 
@@ -131,11 +132,21 @@ func (s *Service) retryByFilter(ctx context.Context, f outbox.DeadLetterFilter, 
 		return nil, err
 	}
 	res.Matched = total
-	sample, _, err := s.store.ListDeadLetters(ctx, f, 10, "")
-	if err != nil {
-		return nil, err
+	if f.Payload != nil {
+		// ListDeadLetters knows no payload condition; the sample comes
+		// without payloads then.
+		page, err := s.store.SearchDeadLetters(ctx, f, 10, "", time.Second)
+		if err != nil {
+			return nil, err
+		}
+		res.Sample = page.Items
+	} else {
+		sample, _, err := s.store.ListDeadLetters(ctx, f, 10, "")
+		if err != nil {
+			return nil, err
+		}
+		res.Sample = sample
 	}
-	res.Sample = sample
 	if req.DryRun {
 		return res, nil
 	}

@@ -10,11 +10,13 @@ import (
 )
 
 // ReplayRequest selects the events of one route received in [Since, Until),
-// in any state, to deliver again.
+// in any state, to deliver again; or, with Key, that one event.
 type ReplayRequest struct {
 	Route        string
 	Since, Until time.Time
-	DryRun       bool
+	// Key names one event of Route; Since and Until are then ignored.
+	Key    string
+	DryRun bool
 	// Progress, if set, is called after each batch with the events handled
 	// so far and the number matched at the start.
 	Progress func(done, total int64)
@@ -55,17 +57,26 @@ func (s *Service) Replay(ctx context.Context, req ReplayRequest) (*ReplayResult,
 	if err != nil {
 		return nil, err
 	}
+	if req.Key != "" {
+		// The event's own instant is the window; the key picks it out of
+		// the events received in the same transaction.
+		ev, err := s.store.EventByKey(ctx, req.Route, req.Key)
+		if err != nil {
+			return nil, err
+		}
+		req.Since, req.Until = ev.ReceivedAt, ev.ReceivedAt.Add(time.Microsecond)
+	}
 	if req.Since.IsZero() {
 		return nil, outbox.Errorf(outbox.EINVALID, "replay needs a start time (since)")
 	}
 	now := s.now()
-	if req.Until.IsZero() || req.Until.After(now) {
+	if req.Until.IsZero() || (req.Until.After(now) && req.Key == "") {
 		req.Until = now
 	}
 	if !req.Since.Before(req.Until) {
 		return nil, outbox.Errorf(outbox.EINVALID, "the window is empty: since (%s) is not before until (%s)", req.Since.Format(time.RFC3339), req.Until.Format(time.RFC3339))
 	}
-	w := store.ReplayWindow{Route: req.Route, Since: req.Since, Until: req.Until}
+	w := store.ReplayWindow{Route: req.Route, Since: req.Since, Until: req.Until, Key: req.Key}
 	res := &ReplayResult{DryRun: req.DryRun}
 	if res.Matched, err = s.store.CountReplay(ctx, w); err != nil {
 		return nil, err

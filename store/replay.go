@@ -13,10 +13,12 @@ import (
 	"github.com/webhook-outbox/webhook-outbox/sql/dbsqlc"
 )
 
-// ReplayWindow is a route's events received in [Since, Until).
+// ReplayWindow is a route's events received in [Since, Until); with Key,
+// only the event of that key.
 type ReplayWindow struct {
 	Route        string
 	Since, Until time.Time
+	Key          string
 }
 
 // ReplayCandidate is an event a replay selects.
@@ -29,7 +31,7 @@ type ReplayCandidate struct {
 
 // CountReplay counts the events in w.
 func (s *Store) CountReplay(ctx context.Context, w ReplayWindow) (int64, error) {
-	n, err := s.q.CountReplay(ctx, dbsqlc.CountReplayParams{Route: w.Route, Since: w.Since, Until: w.Until})
+	n, err := s.q.CountReplay(ctx, dbsqlc.CountReplayParams{Route: w.Route, Since: w.Since, Until: w.Until, Key: optString(w.Key)})
 	if err != nil {
 		return 0, fmt.Errorf("error counting events: %w", err)
 	}
@@ -40,7 +42,7 @@ func (s *Store) CountReplay(ctx context.Context, w ReplayWindow) (int64, error) 
 // order after the event (afterAt, afterID).
 func (s *Store) ReplayCandidates(ctx context.Context, w ReplayWindow, afterAt time.Time, afterID int64, max int) ([]ReplayCandidate, error) {
 	rows, err := s.q.ReplayBatch(ctx, dbsqlc.ReplayBatchParams{
-		Route: w.Route, Since: w.Since, Until: w.Until, AfterReceivedAt: afterAt, AfterID: afterID, MaxRows: int32(max),
+		Route: w.Route, Since: w.Since, Until: w.Until, Key: optString(w.Key), AfterReceivedAt: afterAt, AfterID: afterID, MaxRows: int32(max),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("error selecting events: %w", err)
