@@ -582,11 +582,12 @@ func TestImportRules(t *testing.T) {
 		}
 	}
 	forbidden := map[string][]string{
-		"handler": {"jobs", "cmd/outbox"},
-		"jobs":    {"handler", "cmd/outbox"},
-		"store":   {"handler", "jobs", "admin", "cmd/outbox"},
-		"config":  {"handler", "jobs", "admin", "store", "cmd/outbox"},
-		"admin":   {"handler", "cmd/outbox"},
+		"handler":         {"jobs", "cmd/outbox"},
+		"handler/console": {"jobs", "cmd/outbox"},
+		"jobs":            {"handler", "cmd/outbox"},
+		"store":           {"handler", "jobs", "admin", "cmd/outbox"},
+		"config":          {"handler", "jobs", "admin", "store", "cmd/outbox"},
+		"admin":           {"handler", "cmd/outbox"},
 	}
 	for pkg, not := range forbidden {
 		for _, imp := range imports(pkg) {
