@@ -214,9 +214,9 @@ func (c *Config) validateSecurity(p *problems) {
 		}
 	}
 	if c.MetricsListen != "" {
-		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
+		if _, port, err := net.SplitHostPort(c.MetricsListen); err != nil {
 			p.add("metrics_listen", "%q is not a listen address such as 127.0.0.1:9100", c.MetricsListen)
-		} else if c.MetricsListen == c.Listen {
+		} else if c.MetricsListen == c.Listen && port != "0" { // port 0 picks a free port each
 			p.add("metrics_listen", "is the same address as listen; leave it out to serve /metrics on listen")
 		}
 	}

@@ -52,7 +52,11 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		riverLevel = "debug"
 	}
 	riverLogger, _ := newLogger(stderr, *logFormat, riverLevel)
-	startDebugServer(logger)
+	stopDebug, err := startDebugServer(logger)
+	if err != nil {
+		return err
+	}
+	defer stopDebug()
 	m := &Main{Config: cfg, Logger: logger, RiverLogger: riverLogger.With("component", "river"), Migrate: *migrate}
 	if err := m.Run(ctx); err != nil {
 		return err
@@ -106,6 +110,7 @@ type Main struct {
 	river     *river.Client[pgx.Tx]
 	server    *http.Server
 	listener  net.Listener
+	ops       *opsServer // /metrics on metrics_listen; nil without it
 	served    chan error
 	stopUI    context.CancelFunc
 	batcher   *store.Batcher
@@ -129,6 +134,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		if err != nil {
 			if m.listener != nil {
 				m.listener.Close()
+			}
+			if m.ops != nil {
+				_ = m.ops.close(context.Background())
 			}
 			if m.batcher != nil {
 				m.batcher.Close()
@@ -206,7 +214,10 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err := admin.ReconcilePauses(ctx, logger); err != nil {
 		return err
 	}
-	routerOpts := handler.RouterOptions{Intake: intake, Readiness: st, Logger: logger, Registry: registry, TrustedProxies: cfg.TrustedProxyPrefixes()}
+	// A body deadline must never outlast the server's own read timeout.
+	intake.LimitBodyTimeout(m.httpLimits().read)
+	routerOpts := handler.RouterOptions{Intake: intake, Readiness: st, Logger: logger, Registry: registry, TrustedProxies: cfg.TrustedProxyPrefixes(),
+		MetricsElsewhere: cfg.MetricsListen != ""}
 	if !cfg.DisableAdmin {
 		ui, err := handler.NewRiverUI(m.river, riverLogger)
 		if err != nil {
@@ -230,6 +241,11 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	m.listener, err = net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("cannot listen on %s: %w", cfg.Listen, err)
+	}
+	if cfg.MetricsListen != "" {
+		if m.ops, err = m.startOpsServer(cfg.MetricsListen, handler.NewOpsRouter(registry, st, logger)); err != nil {
+			return err
+		}
 	}
 	// Deliveries get their own context: a shutdown stops them through
 	// river.Stop, after intake has drained, not by cancelling ctx.
@@ -257,6 +273,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		}
 	})
 	logger.Info("outbox is serving", "addr", m.listener.Addr().String(), "tls", cfg.TLS != nil, "routes", routes, "schema_version", migrations.Latest)
+	for _, w := range cfg.Warnings() {
+		logger.Warn(w)
+	}
 	return nil
 }
 
@@ -295,6 +314,14 @@ func (m *Main) Breakers() *jobs.Breakers { return m.breakers }
 // Addr is the address the HTTP server listens on.
 func (m *Main) Addr() string { return m.listener.Addr().String() }
 
+// MetricsAddr is the address of the metrics_listen server, "" without one.
+func (m *Main) MetricsAddr() string {
+	if m.ops == nil {
+		return ""
+	}
+	return m.ops.listener.Addr().String()
+}
+
 // Close shuts down gracefully within ctx: it stops accepting requests and
 // lets in-flight ones finish, then lets running deliveries finish, and
 // cancels those still running when ctx ends. A cancelled delivery is retried
@@ -310,6 +337,11 @@ func (m *Main) Close(ctx context.Context) error {
 		}
 		if err := <-m.served; err != nil && !errors.Is(err, http.ErrServerClosed) {
 			errs = append(errs, fmt.Errorf("HTTP server failed: %w", err))
+		}
+	}
+	if m.ops != nil {
+		if err := m.ops.close(ctx); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if m.batcher != nil {
