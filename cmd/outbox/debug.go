@@ -17,17 +17,14 @@ import (
 // other hosts can reach.
 const debugAllowRemoteEnv = "OUTBOX_DEBUG_ALLOW_REMOTE"
 
-// debugLimits are the profiler server's limits. Its answers may take long
-// (a CPU profile runs 30 s by default, and pprof refuses one longer than
-// the write timeout), so writes get five minutes; everything else is as
-// tight as the main listener's.
-var debugLimits = httpLimits{
-	readHeader:     10 * time.Second,
-	read:           30 * time.Second,
-	write:          5 * time.Minute,
-	idle:           120 * time.Second,
-	maxHeaderBytes: 64 << 10,
-}
+// debugLimits are the profiler server's limits: the main listener's, but
+// answers may take long (a CPU profile runs 30 s by default, and pprof
+// refuses one longer than the write timeout), so writes get five minutes.
+var debugLimits = func() httpLimits {
+	l := defaultHTTPLimits
+	l.write = 5 * time.Minute
+	return l
+}()
 
 // startDebugServer serves Go's profiler on $OUTBOX_DEBUG_LISTEN, when set,
 // for measuring where time goes (make bench, an incident). It is off by
