@@ -19,6 +19,7 @@ import (
 
 	"github.com/gorilla/mux"
 
+	outbox "github.com/webhook-outbox/webhook-outbox"
 	"github.com/webhook-outbox/webhook-outbox/config"
 	"github.com/webhook-outbox/webhook-outbox/store"
 )
@@ -26,7 +27,7 @@ import (
 // Acceptor stores an accepted webhook and enqueues its delivery, returning
 // only after the commit.
 type Acceptor interface {
-	Accept(ctx context.Context, ev *store.NewEvent) (store.Accepted, error)
+	Accept(ctx context.Context, ev *outbox.NewEvent) (outbox.Accepted, error)
 }
 
 // Intake serves POST /webhooks/{route}.
@@ -279,7 +280,7 @@ func errText(err error) string {
 
 // check runs the checks after the body is read and its sender
 // authenticated, and builds the event.
-func (in *Intake) check(rt *intakeRoute, r *http.Request, body []byte) (*store.NewEvent, *Error) {
+func (in *Intake) check(rt *intakeRoute, r *http.Request, body []byte) (*outbox.NewEvent, *Error) {
 	ct := r.Header.Get("Content-Type")
 	if e := checkContentType(ct); e != nil {
 		return nil, e
@@ -297,7 +298,7 @@ func (in *Intake) check(rt *intakeRoute, r *http.Request, body []byte) (*store.N
 	if e != nil {
 		return nil, e
 	}
-	return &store.NewEvent{
+	return &outbox.NewEvent{
 		Route:       rt.cfg.Name,
 		Key:         key,
 		ContentType: forwardedContentType(ct),

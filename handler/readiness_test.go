@@ -3,7 +3,6 @@ package handler
 import (
 	"bytes"
 	"context"
-	"errors"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -15,6 +14,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	outbox "github.com/webhook-outbox/webhook-outbox"
 )
 
 type countingReadiness struct {
@@ -50,7 +51,7 @@ func TestReadinessIsCached(t *testing.T) {
 	if n := ready.calls.Load(); n != 1 {
 		t.Errorf("200 probes made %d checks, want 1", n)
 	}
-	ready.err = errors.New("the schema is at version 3, this binary needs 4: run outbox migrate up")
+	ready.err = outbox.Errorf(outbox.EUNAVAILABLE, "the schema is at version 3, this binary needs 4: run outbox migrate up")
 	clock.add(readinessTTL - time.Millisecond)
 	if err := c.Ready(context.Background()); err != nil || ready.calls.Load() != 1 {
 		t.Errorf("within the second: %v after %d checks", err, ready.calls.Load())

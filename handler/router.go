@@ -4,7 +4,6 @@ package handler
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"net/http"
 	"net/netip"
@@ -14,7 +13,8 @@ import (
 	"github.com/gorilla/mux"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/webhook-outbox/webhook-outbox/store"
+	outbox "github.com/webhook-outbox/webhook-outbox"
+	"github.com/webhook-outbox/webhook-outbox/admin"
 )
 
 // Readiness reports whether the service can take traffic.
@@ -29,12 +29,12 @@ type RouterOptions struct {
 	Logger    *slog.Logger
 	// Admin serves /admin/v1 behind AdminToken; nil turns the admin API
 	// off.
-	Admin      *store.Admin
+	Admin      *admin.Service
 	AdminToken string
 	// RiverUI is served at /riverui/ behind AdminToken; nil turns it off.
 	RiverUI http.Handler
-	// Console, the operator console, is served at /console/ behind
-	// AdminToken, like River UI; nil turns it off.
+	// Console is the operator console (handler/console), served at
+	// /console/ behind AdminToken, like River UI; nil turns it off.
 	Console http.Handler
 	// MetricsElsewhere leaves /metrics off this router, for when
 	// NewOpsRouter serves it on a listener of its own (metrics_listen).
@@ -49,6 +49,9 @@ type RouterOptions struct {
 	// the client's address.
 	TrustedProxies []netip.Prefix
 }
+
+// ConsolePrefix is where the operator console is mounted.
+const ConsolePrefix = "/console"
 
 // NewRouter returns the HTTP handler for the whole service.
 func NewRouter(opts RouterOptions) http.Handler {
@@ -87,9 +90,6 @@ func NewRouter(opts RouterOptions) http.Handler {
 	return withRequestID(recoverer(opts.Logger, r))
 }
 
-// ConsolePrefix is where the operator console is mounted.
-const ConsolePrefix = "/console"
-
 // NewOpsRouter serves /metrics (from reg), /healthz and /readyz, for a
 // listener of their own (metrics_listen), so that they can stay on an
 // internal network while the main listener faces senders.
@@ -115,16 +115,12 @@ func healthz(w http.ResponseWriter, _ *http.Request) {
 }
 
 // readyz answers 200 when the database answers and the schema is current,
-// else 503 with the reason.
+// else 503 with the reason; the driver's details stay in the log.
 func readyz(ready *cachedReadiness, logger *slog.Logger) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if err := ready.Ready(r.Context()); err != nil {
 			logger.Warn("not ready", "error", err)
-			msg := err.Error()
-			if errors.Is(err, store.ErrUnreachable) {
-				msg = store.ErrUnreachable.Error() // the driver's details stay in the log
-			}
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": msg})
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": outbox.ErrorMessage(err)})
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
@@ -176,7 +172,7 @@ func recoverer(logger *slog.Logger, next http.Handler) http.Handler {
 					panic(v)
 				}
 				logger.Error("handler panicked", "panic", v, "path", r.URL.Path, "request_id", RequestID(r.Context()))
-				writeError(w, &Error{Status: http.StatusServiceUnavailable, Message: "internal error; the request was not processed, retry later", RetryAfter: 5 * time.Second})
+				writeError(w, &Error{Status: http.StatusServiceUnavailable, Message: "internal error; the request was not processed, retry later", RetryAfter: retryLater})
 			}
 		}()
 		next.ServeHTTP(w, r)
