@@ -81,33 +81,35 @@ func (g *adminGuard) wrap(next http.Handler, ui bool) http.Handler {
 	})
 }
 
-// challenge sets the WWW-Authenticate header of a 401. Only a browser
-// opening a page of River UI or the console is asked for Basic
-// credentials, which makes it show its login prompt and then keep the
-// token for the page's own requests. Everything else, the admin API
-// included, gets a Bearer challenge, which no browser prompts for: visiting
-// an admin URL, or a page on another site embedding one, never leads a
-// browser to ask for the token and keep it. (What a browser keeps after
-// River UI's prompt is covered by the cross-origin protection around the
-// whole admin surface; see operatorSurface.)
+// challenge sets the WWW-Authenticate header of a 401. The admin API, which
+// no person browses, always gets a Bearer challenge, which no browser
+// prompts for: visiting an admin URL, or a page on another site pointing
+// at one, never leads a browser to ask for the token and keep it. River
+// UI and the console get a Basic challenge, which makes the browser show
+// its login prompt and then send the token with the pages' own requests
+// (and send it again after a 401), except for requests another site's
+// page makes (an image, a frame, a script's fetch): those must not pop up
+// a login prompt over that page. A person following a link from another
+// site to River UI still gets the prompt. What a browser keeps after the
+// prompt is covered by the cross-origin protection around the whole admin
+// surface (see operatorProtection).
 func (g *adminGuard) challenge(w http.ResponseWriter, r *http.Request, ui bool) {
 	w.Header().Set("Cache-Control", "no-store")
-	if ui && isPageLoad(r) {
+	if ui && mayPrompt(r) {
 		w.Header().Set("WWW-Authenticate", `Basic realm="webhook-outbox admin", charset="UTF-8"`)
 		return
 	}
 	w.Header().Set("WWW-Authenticate", `Bearer realm="webhook-outbox admin"`)
 }
 
-// isPageLoad reports whether r is a browser loading a page into its
-// window: a GET or HEAD whose Sec-Fetch-Dest is document (or absent, from a
-// browser too old to send it). Scripts, images and frames say otherwise.
-func isPageLoad(r *http.Request) bool {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		return false
+// mayPrompt reports whether r comes from the same origin (or from no
+// browser at all), or is a person opening the page from another site.
+func mayPrompt(r *http.Request) bool {
+	switch r.Header.Get("Sec-Fetch-Site") {
+	case "", "same-origin", "none":
+		return true
 	}
-	dest := r.Header.Get("Sec-Fetch-Dest")
-	return dest == "" || dest == "document"
+	return r.Header.Get("Sec-Fetch-Dest") == "document" && r.Header.Get("Sec-Fetch-Mode") == "navigate"
 }
 
 // adminAPI serves /admin/v1.

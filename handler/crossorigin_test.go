@@ -205,29 +205,33 @@ func TestOperatorPagesCannotBeFramed(t *testing.T) {
 	}
 }
 
-// TestAdminChallenges: only a browser loading a River UI or console page is
-// asked for Basic credentials (the login prompt); the admin API, and River
-// UI's own script requests, get a Bearer challenge, which no browser
-// prompts for, so a browser never keeps the token from them. No 401 is
-// cached.
+// TestAdminChallenges: the admin API always gets a Bearer challenge, which
+// no browser prompts for, so a browser never keeps the token from it. River
+// UI and the console ask for Basic credentials (the login prompt, and the
+// browser's cue to resend them), except when another site's page makes the
+// request. No 401 is cached.
 func TestAdminChallenges(t *testing.T) {
 	t.Parallel()
 	b := setupAdminWith(t, func(o *handler.RouterOptions) { o.Console = http.NotFoundHandler() })
 	for _, c := range []struct {
-		path, dest, want string
+		method, path, site, dest, mode, want string
 	}{
-		{"/riverui/", "document", "Basic"},
-		{"/riverui/", "", "Basic"},
-		{"/console/", "document", "Basic"},
-		{"/riverui/api/jobs", "empty", "Bearer"},
-		{"/riverui/", "iframe", "Bearer"},
-		{"/admin/v1/routes", "", "Bearer"},
-		{"/admin/v1/routes", "document", "Bearer"},
+		{"GET", "/riverui/", "", "", "", "Basic"},
+		{"GET", "/riverui/", "none", "document", "navigate", "Basic"},
+		{"GET", "/console/", "same-origin", "document", "navigate", "Basic"},
+		{"POST", "/console/dead-letters/1/retry", "same-origin", "document", "navigate", "Basic"},
+		{"GET", "/riverui/api/jobs", "same-origin", "empty", "cors", "Basic"},
+		{"GET", "/riverui/", "cross-site", "document", "navigate", "Basic"}, // a link on a wiki
+		{"GET", "/riverui/", "cross-site", "iframe", "navigate", "Bearer"},
+		{"GET", "/riverui/api/jobs", "cross-site", "image", "no-cors", "Bearer"},
+		{"GET", "/console/", "same-site", "empty", "cors", "Bearer"},
+		{"GET", "/admin/v1/routes", "", "", "", "Bearer"},
+		{"GET", "/admin/v1/routes", "none", "document", "navigate", "Bearer"},
 	} {
-		status, header, _ := b.send(t, "GET", c.path, "", with(nil, "Sec-Fetch-Dest", c.dest))
+		status, header, _ := b.send(t, c.method, c.path, "", with(nil, "Sec-Fetch-Site", c.site, "Sec-Fetch-Dest", c.dest, "Sec-Fetch-Mode", c.mode))
 		got, _, _ := strings.Cut(header.Get("WWW-Authenticate"), " ")
 		if status != 401 || got != c.want || header.Get("Cache-Control") != "no-store" {
-			t.Errorf("GET %s (Sec-Fetch-Dest %q): %d WWW-Authenticate %q Cache-Control %q, want %s", c.path, c.dest, status, header.Get("WWW-Authenticate"), header.Get("Cache-Control"), c.want)
+			t.Errorf("%s %s (site %q, dest %q): %d WWW-Authenticate %q Cache-Control %q, want %s", c.method, c.path, c.site, c.dest, status, header.Get("WWW-Authenticate"), header.Get("Cache-Control"), c.want)
 		}
 	}
 	// A wrong token: the same rule.
