@@ -89,13 +89,16 @@ func TestStoredHeaders(t *testing.T) {
 	}
 }
 
-// TestDemoTokensAreRefused: the tokens published with the demos are refused
-// unless OUTBOX_ALLOW_DEMO_TOKENS=1, as make run sets.
+// TestDemoTokensAreRefused: RefuseDemoTokens names every secret that is a
+// token published with the demos.
 func TestDemoTokensAreRefused(t *testing.T) {
 	t.Parallel()
 	doc := strings.Replace(strings.Replace(minimal, token, "${ADMIN}", 1), "auth: {none: true}", "auth: {header: {name: X-Webhook-Token, value: ${SENDER}}}", 1)
-	vars := map[string]string{"ADMIN": "compose-demo-admin-token-change-me-0123456789abcdef", "SENDER": "dev-genesys-token"}
-	_, err := Parse([]byte(doc), env(vars))
+	cfg, err := Parse([]byte(doc), env(map[string]string{"ADMIN": "compose-demo-admin-token-change-me-0123456789abcdef", "SENDER": "dev-genesys-token"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = cfg.RefuseDemoTokens()
 	for _, want := range []string{
 		"admin_token: is a demo token published with webhook-outbox, which anyone can use",
 		"routes[0] (genesys).auth.header.value: is a demo token",
@@ -105,9 +108,9 @@ func TestDemoTokensAreRefused(t *testing.T) {
 			t.Errorf("err = %v, want %q", err, want)
 		}
 	}
-	vars[AllowDemoTokensEnv] = "1"
-	if _, err := Parse([]byte(doc), env(vars)); err != nil {
-		t.Errorf("with %s=1: %v", AllowDemoTokensEnv, err)
+	cfg, err = Parse([]byte(minimal), env(nil))
+	if err != nil || cfg.RefuseDemoTokens() != nil {
+		t.Errorf("own tokens: %v %v", err, cfg.RefuseDemoTokens())
 	}
 }
 

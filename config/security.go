@@ -2,6 +2,7 @@ package config
 
 import (
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -89,18 +90,21 @@ func (r *Route) StoresHeader(name string) bool {
 	return slices.ContainsFunc(r.KeepHeaders, func(k string) bool { return strings.EqualFold(k, name) })
 }
 
-// AllowDemoTokensEnv, set to 1, lets a config use DemoTokens, as `make run`
-// does. Everywhere else they are refused.
+// AllowDemoTokensEnv, set to 1, lets serve and config check accept
+// DemoTokens, as `make run` does. Everywhere else they are refused.
 const AllowDemoTokensEnv = "OUTBOX_ALLOW_DEMO_TOKENS"
 
 // DemoTokens are secrets published with webhook-outbox's demos: the admin
 // token docker-compose.yml used to default to, and the sender token of
-// `make run` and the README's curl lines. Anyone can read them, so a config
-// that uses them is refused unless AllowDemoTokensEnv is 1.
+// `make run` and the README's curl lines. Anyone can read them.
 var DemoTokens = []string{"compose-demo-admin-token-change-me-0123456789abcdef", "dev-genesys-token"}
 
-// refuseDemoTokens reports every secret that is one of DemoTokens.
-func (c *Config) refuseDemoTokens(p *problems) {
+// RefuseDemoTokens returns an error naming every secret of the config that
+// is one of DemoTokens, nil when there is none. serve and config check call
+// it unless AllowDemoTokensEnv is 1; the other commands, which serve no
+// one, do not.
+func (c *Config) RefuseDemoTokens() error {
+	var p problems
 	demo := func(field, secret string) {
 		if slices.Contains(DemoTokens, secret) {
 			p.add(field, "is a demo token published with webhook-outbox, which anyone can use: set a secret of your own (for example: openssl rand -hex 32); only `make run` accepts it (%s=1)", AllowDemoTokensEnv)
@@ -128,6 +132,7 @@ func (c *Config) refuseDemoTokens(p *problems) {
 			many("hmac", "secret", "secrets", a.HMAC.Secret, a.HMAC.Secrets)
 		}
 	}
+	return errors.Join(p.errs...)
 }
 
 // validateSecurity checks the settings that keep secrets where they belong:

@@ -17,7 +17,7 @@ func runConfig(args []string, stdout, stderr io.Writer) error {
 		return usagef("the config command is: outbox config check [--config PATH]")
 	}
 	path := config.Path(*configPath)
-	cfg, err := config.Load(path)
+	cfg, err := loadServable(*configPath)
 	if err != nil {
 		return err
 	}

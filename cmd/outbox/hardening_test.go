@@ -120,3 +120,25 @@ routes:
 		t.Errorf("exit %d, output shows a token:\n%s%s", code, out, errOut)
 	}
 }
+
+// TestDemoTokensAreRefusedOutsideMakeRun: serve and config check refuse a
+// config holding a token published with the demos, unless
+// OUTBOX_ALLOW_DEMO_TOKENS=1 (which make run sets).
+func TestDemoTokensAreRefusedOutsideMakeRun(t *testing.T) {
+	t.Parallel()
+	cfg := writeConfig(t, "postgres://unused@127.0.0.1:1/db", "http://127.0.0.1:1/", "")
+	for _, args := range [][]string{{"config", "check", "--config", cfg}, {"serve", "--config", cfg}} {
+		code, _, errOut := runBinary(t, []string{"TEST_GENESYS_TOKEN=dev-genesys-token"}, args...)
+		if code != 1 || !strings.Contains(errOut, "routes[0] (genesys).auth.header.value: is a demo token published with webhook-outbox") {
+			t.Errorf("%s with the demo token: exit %d %s", args[0], code, errOut)
+		}
+	}
+	code, out, errOut := runBinary(t, []string{"TEST_GENESYS_TOKEN=dev-genesys-token", "OUTBOX_ALLOW_DEMO_TOKENS=1"}, "config", "check", "--config", cfg)
+	if code != 0 || !strings.Contains(out, "is valid") {
+		t.Errorf("config check under make run: exit %d %s%s", code, out, errOut)
+	}
+	run, err := os.ReadFile(filepath.Join("..", "..", "scripts", "run.sh"))
+	if err != nil || !strings.Contains(string(run), "export OUTBOX_ALLOW_DEMO_TOKENS=1") {
+		t.Errorf("scripts/run.sh does not allow the demo tokens: %v", err)
+	}
+}

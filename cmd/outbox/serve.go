@@ -40,7 +40,7 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if len(rest) > 0 {
 		return usagef("serve takes no arguments, got %q", rest)
 	}
-	cfg, err := config.Load(config.Path(*configPath))
+	cfg, err := loadServable(*configPath)
 	if err != nil {
 		return err
 	}
@@ -69,6 +69,22 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout.D())
 	defer cancel()
 	return m.Close(shutdownCtx)
+}
+
+// loadServable loads the config that serve would serve, or config check
+// would approve: DemoTokens are refused unless OUTBOX_ALLOW_DEMO_TOKENS=1.
+func loadServable(configPath string) (*config.Config, error) {
+	path := config.Path(configPath)
+	cfg, err := config.Load(path)
+	if err != nil {
+		return nil, err
+	}
+	if os.Getenv(config.AllowDemoTokensEnv) != "1" {
+		if err := cfg.RefuseDemoTokens(); err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+	}
+	return cfg, nil
 }
 
 // envInt reads a tuning knob from the environment: 0 when unset or not a
