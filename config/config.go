@@ -106,8 +106,9 @@ type Config struct {
 	TLS *TLS `yaml:"tls"`
 	// TrustedProxies are the addresses or CIDR ranges of reverse proxies in
 	// front of outbox. Only for a request from one of them is
-	// X-Forwarded-For believed when deciding the client's address (which
-	// the admin surface's failure throttle counts by).
+	// X-Forwarded-For believed when deciding the client's address, which
+	// the admin surface's failure throttle and intake's per-address budget
+	// count by.
 	TrustedProxies []string `yaml:"trusted_proxies"`
 	// MetricsListen, when set, is a second listen address that serves
 	// /metrics (and /healthz and /readyz) over plain HTTP; /metrics is then
