@@ -142,3 +142,15 @@ func TestDemoTokensAreRefusedOutsideMakeRun(t *testing.T) {
 		t.Errorf("scripts/run.sh does not allow the demo tokens: %v", err)
 	}
 }
+
+// TestRoutesListRedactsTargetTokens: routes list, from the CLI and the
+// admin API's data, hides tokens in the target URL's query and path.
+func TestRoutesListRedactsTargetTokens(t *testing.T) {
+	b := setupCLI(t, "http://127.0.0.1:1/hooks/aB3dE5fG7hJ9kL1mN3pQ5rS7?api_key=key-secret-1")
+	for _, args := range [][]string{{"routes", "list", "--config", b.cfgPath}, {"routes", "list", "--json", "--config", b.cfgPath}} {
+		code, out, errOut := cli(t, args...)
+		if code != 0 || !strings.Contains(out, "http://127.0.0.1:1/hooks/xxxxx?api_key=xxxxx") || strings.Contains(out, "key-secret-1") || strings.Contains(out, "aB3dE5fG7hJ9kL1mN3pQ5rS7") {
+			t.Errorf("%v: exit %d\n%s%s", args, code, out, errOut)
+		}
+	}
+}
