@@ -8,6 +8,7 @@ DROP FUNCTION outbox_ordering_before_update();
 DROP FUNCTION outbox_ordering_promote(text[], text[]);
 DROP FUNCTION outbox_ordering_busy(text, text);
 DROP FUNCTION outbox_ordering_held(text, text, bigint);
+DROP FUNCTION outbox_ordering_jobs_exist(text, text, bigint, boolean);
 DROP FUNCTION outbox_ordering_hash(text, text);
 DROP INDEX river_job_ordering_idx;
 DROP TABLE outbox_ordered_routes;

@@ -45,46 +45,45 @@ CREATE FUNCTION outbox_ordering_hash(queue text, ordering_key text) RETURNS inte
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$ SELECT hashtext(queue || chr(31) || ordering_key) $$;
 
--- outbox_ordering_held says whether a key has a head, other than job
--- except_id: a job being delivered, or a dead letter that blocks the key.
+-- outbox_ordering_jobs_exist says whether a key has a head other than job
+-- except_id (a job being delivered: available, running, retryable,
+-- scheduled; or a dead letter that blocks the key), or, with pending,
+-- events waiting. outbox_ordering_held and outbox_ordering_busy below are
+-- its two uses.
 --
--- It and outbox_ordering_busy are PL/pgSQL with a forced generic plan, so
--- that a session plans their query once: planning a query over river_job
--- (many indexes, partial ones to prove) costs about 0.7 ms here, running
--- it 30 us, and intake and the triggers call them once per key. Their
--- conditions are written so that the plan is a scan of
--- river_job_ordering_idx alone (an OR of states would add a scan of every
--- dead letter).
-CREATE FUNCTION outbox_ordering_held(queue text, ordering_key text, except_id bigint) RETURNS boolean
+-- It is PL/pgSQL with a forced generic plan, so that a session plans its
+-- query once: planning a query over river_job (many indexes, partial ones
+-- to prove) costs about 0.7 ms here, running it 30 us, and intake and the
+-- triggers call it once per key. Its conditions are written so that the
+-- plan is a scan of river_job_ordering_idx alone (an OR of states would add
+-- a scan of every dead letter).
+CREATE FUNCTION outbox_ordering_jobs_exist(queue text, ordering_key text, except_id bigint, pending boolean) RETURNS boolean
     LANGUAGE plpgsql STABLE
     SET plan_cache_mode = force_generic_plan
 AS $$
 BEGIN
     RETURN EXISTS (
         SELECT 1 FROM river_job j
-        WHERE j.queue = outbox_ordering_held.queue AND j.args ->> 'ordering_key' = outbox_ordering_held.ordering_key
+        WHERE j.queue = outbox_ordering_jobs_exist.queue AND j.args ->> 'ordering_key' = outbox_ordering_jobs_exist.ordering_key
           AND j.kind = 'deliver' AND j.args ? 'ordering_key'
-          AND j.state IN ('available', 'running', 'retryable', 'scheduled', 'discarded', 'cancelled')
+          AND j.state IN ('pending', 'available', 'running', 'retryable', 'scheduled', 'discarded', 'cancelled')
+          AND (j.state <> 'pending' OR outbox_ordering_jobs_exist.pending)
           AND (j.state NOT IN ('discarded', 'cancelled') OR j.metadata ? 'ordering_blocked')
           AND j.id <> except_id);
 END;
 $$;
 
+-- outbox_ordering_held says whether a key has a head other than job
+-- except_id.
+CREATE FUNCTION outbox_ordering_held(queue text, ordering_key text, except_id bigint) RETURNS boolean
+    LANGUAGE sql STABLE
+AS $$ SELECT outbox_ordering_jobs_exist($1, $2, $3, false) $$;
+
 -- outbox_ordering_busy says whether a new event of the key must wait: the
 -- key has a head, or events already waiting.
 CREATE FUNCTION outbox_ordering_busy(queue text, ordering_key text) RETURNS boolean
-    LANGUAGE plpgsql STABLE
-    SET plan_cache_mode = force_generic_plan
-AS $$
-BEGIN
-    RETURN EXISTS (
-        SELECT 1 FROM river_job j
-        WHERE j.queue = outbox_ordering_busy.queue AND j.args ->> 'ordering_key' = outbox_ordering_busy.ordering_key
-          AND j.kind = 'deliver' AND j.args ? 'ordering_key'
-          AND j.state IN ('pending', 'available', 'running', 'retryable', 'scheduled', 'discarded', 'cancelled')
-          AND (j.state NOT IN ('discarded', 'cancelled') OR j.metadata ? 'ordering_blocked'));
-END;
-$$;
+    LANGUAGE sql STABLE
+AS $$ SELECT outbox_ordering_jobs_exist($1, $2, 0, true) $$;
 
 -- outbox_ordering_promote makes the next pending job (lowest event id) of
 -- each given key available, unless the key has a head, and returns how many

@@ -141,18 +141,6 @@ func seq(from, to int) []int {
 	return s
 }
 
-// waitUntil polls cond until it holds, failing after timeout.
-func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 const orderedDoc = `
 listen: "127.0.0.1:0"
 database_url: %q
@@ -295,7 +283,7 @@ func TestOrderedConversations(t *testing.T) {
 	wg.Go(func() { sendConversations(t, bases, "blocking", []string{"retried", "released"}, events) })
 	wg.Wait()
 
-	waitUntil(t, 2*time.Minute, "every conversation of route conv to be delivered", func() bool {
+	waitFor(t, "every conversation of route conv to be delivered", func() bool {
 		return othersDone() && len(ct.ackedOf("conv/fail")) == events && len(ct.ackedOf("conv/dead")) == events-1
 	})
 	for _, c := range append([]string{"fail"}, others...) {
@@ -309,7 +297,7 @@ func TestOrderedConversations(t *testing.T) {
 
 	// On the blocking route, both conversations stop at their dead letter.
 	var page admin.BlockedKeysPage
-	waitUntil(t, time.Minute, "two blocked keys", func() bool {
+	waitFor(t, "two blocked keys", func() bool {
 		page = admin.BlockedKeysPage{}
 		return adminDo(t, http.MethodGet, bases[0]+"/admin/v1/routes/blocking/blocked-keys", nil, &page) == 200 && len(page.Keys) == 2
 	})
@@ -334,7 +322,7 @@ func TestOrderedConversations(t *testing.T) {
 		}
 	}
 	// The same in /metrics and the CLI.
-	waitUntil(t, 30*time.Second, "the blocked-keys gauge", func() bool {
+	waitFor(t, "the blocked-keys gauge", func() bool {
 		resp, err := http.Get(bases[0] + "/metrics")
 		if err != nil {
 			return false
@@ -368,7 +356,7 @@ func TestOrderedConversations(t *testing.T) {
 	if code := adminDo(t, http.MethodPost, bases[1]+"/admin/v1/routes/blocking/blocked-keys/release", map[string]any{"keys": []string{"released"}}, &rel); code != 200 || !slices.Equal(rel.Released, []string{"released"}) {
 		t.Fatalf("release: %d %+v", code, rel)
 	}
-	waitUntil(t, time.Minute, "the blocking route's conversations to be delivered", func() bool {
+	waitFor(t, "the blocking route's conversations to be delivered", func() bool {
 		return len(ct.ackedOf("blocking/retried")) == events && len(ct.ackedOf("blocking/released")) == events-1
 	})
 	if got := ct.ackedOf("blocking/retried"); !slices.Equal(got, seq(0, events)) {
@@ -408,7 +396,7 @@ func TestOrderedPauseAndReplay(t *testing.T) {
 	if code := adminDo(t, http.MethodPost, bases[0]+"/admin/v1/routes/conv/resume", nil, nil); code != 200 {
 		t.Fatalf("resume: %d", code)
 	}
-	waitUntil(t, time.Minute, "all conversations delivered after the resume", func() bool {
+	waitFor(t, "all conversations delivered after the resume", func() bool {
 		for _, c := range convs {
 			if len(ct.ackedOf("conv/"+c)) < events {
 				return false
@@ -423,7 +411,7 @@ func TestOrderedPauseAndReplay(t *testing.T) {
 	if code := adminDo(t, http.MethodPost, bases[0]+"/admin/v1/events/replay", map[string]any{"route": "conv", "since": start.Format(time.RFC3339Nano)}, &res); code != 200 || res.Replayed != int64(len(convs)*events) {
 		t.Fatalf("replay: %d %+v", code, res)
 	}
-	waitUntil(t, time.Minute, "all conversations delivered again", func() bool {
+	waitFor(t, "all conversations delivered again", func() bool {
 		for _, c := range convs {
 			if len(ct.ackedOf("conv/"+c)) < events {
 				return false
