@@ -703,3 +703,28 @@ func TestEventIDsFollowCommitOrder(t *testing.T) {
 		t.Errorf("events_id_seq caches %d values per session; ordering needs 1", n)
 	}
 }
+
+// TestOrderingDeadLetterExpiryReleasesTheKey: a blocking dead letter that
+// dead_letter_retention expires lets its key go on.
+func TestOrderingDeadLetterExpiryReleasesTheKey(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	if err := b.store.SetOrderedRoutes(ctx, []store.OrderedRoute{{Route: "r", OnDeadLetter: "block"}}); err != nil {
+		t.Fatal(err)
+	}
+	b.accept(t, orderedEvent("e1", "c"), orderedEvent("e2", "c"))
+	b.fetch(t, "e1")
+	b.finish(t, "e1", rivertype.JobStateDiscarded)
+	b.exec(t, `UPDATE river_job SET finalized_at = now() - interval '2 hours' WHERE args->>'key' = 'e1'`)
+	b.wantStates(t, "c", "e1:discarded! e2:pending")
+	rep, err := b.store.Maintain(ctx, store.RetentionPolicy{EventRetention: 168 * time.Hour, DeadLetterRetention: time.Hour}, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.DeadLettersExpired != 1 {
+		t.Errorf("%d dead letters expired, want 1", rep.DeadLettersExpired)
+	}
+	b.wantStates(t, "c", "e2:available")
+	b.checkRule(t)
+}
