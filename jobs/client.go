@@ -28,7 +28,18 @@ const (
 	// killed replica's deliveries resume within about a minute plus that
 	// timeout.
 	rescueMargin = 30 * time.Second
+	// rescueSafety is how long before the rescuer could take it a delivery
+	// job gives up its run (Deliverer.Timeout): River's leader and this
+	// replica read different clocks.
+	rescueSafety = 10 * time.Second
 )
+
+// RescueAfter is River's RescueStuckJobsAfter for cfg: the longest target
+// timeout plus rescueMargin. A running job older than this is taken to be a
+// crashed replica's, and is run again.
+func RescueAfter(cfg *config.Config) time.Duration {
+	return cfg.MaxTargetTimeout() + rescueMargin
+}
 
 // ClientOptions are what the River client needs besides the config.
 type ClientOptions struct {
@@ -49,6 +60,10 @@ type ClientOptions struct {
 	// caller can show their state; otherwise the client makes its own. They
 	// must come from NewBreakers with the same config.
 	Breakers *Breakers
+
+	// jobTimeout, when set and positive, replaces a delivery's own
+	// timeout; tests set it (export_test.go) to stage a job that times out.
+	jobTimeout func(*river.Job[store.DeliverArgs]) time.Duration
 }
 
 // NewClient returns the River client that runs deliveries: one queue per
@@ -64,6 +79,7 @@ func NewClient(pool *pgxpool.Pool, st *store.Store, cfg *config.Config, opts Cli
 		deliverer.breakers = opts.Breakers
 	}
 	deliverer.pressure = opts.IntakePressure
+	deliverer.jobTimeout = opts.jobTimeout
 	deliverer.completer = opts.Completer
 	if deliverer.completer == nil {
 		deliverer.completer = NewCompleter(st)
@@ -100,7 +116,7 @@ func NewClient(pool *pgxpool.Pool, st *store.Store, cfg *config.Config, opts Cli
 		FetchPollInterval: FetchPollInterval,
 		// Every delivery sets its own timeout (Deliverer.Timeout).
 		JobTimeout:           -1,
-		RescueStuckJobsAfter: cfg.MaxTargetTimeout() + rescueMargin,
+		RescueStuckJobsAfter: RescueAfter(cfg),
 		// A dead letter is a discarded (attempts exhausted) or cancelled
 		// (permanent failure) job. River's defaults delete them after 7
 		// days and 1 day, leaving their events behind. River keeps them
