@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"cmp"
 	"fmt"
 	"log/slog"
 	"time"
@@ -60,6 +61,9 @@ type ClientOptions struct {
 	// caller can show their state; otherwise the client makes its own. They
 	// must come from NewBreakers with the same config.
 	Breakers *Breakers
+	// MaintenanceInterval is how often retention runs; MaintenanceInterval
+	// when 0. Only the fault suite changes it (OUTBOX_TEST_MAINTENANCE_INTERVAL).
+	MaintenanceInterval time.Duration
 
 	// jobTimeout, when set and positive, replaces a delivery's own
 	// timeout; tests set it (export_test.go) to stage a job that times out.
@@ -127,7 +131,7 @@ func NewClient(pool *pgxpool.Pool, st *store.Store, cfg *config.Config, opts Cli
 		// Completed jobs go after completed_job_retention; delivered events
 		// stay until event_retention, recorded by events.delivered_at.
 		CompletedJobRetentionPeriod: cfg.CompletedJobRetention.D(),
-		PeriodicJobs:                []*river.PeriodicJob{maintenancePeriodicJob()},
+		PeriodicJobs:                []*river.PeriodicJob{maintenancePeriodicJob(cmp.Or(opts.MaintenanceInterval, MaintenanceInterval))},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("error creating River client: %w", err)

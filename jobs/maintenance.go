@@ -55,8 +55,8 @@ func (m *Maintainer) Work(ctx context.Context, _ *river.Job[MaintenanceArgs]) er
 	return err
 }
 
-func maintenancePeriodicJob() *river.PeriodicJob {
-	return river.NewPeriodicJob(river.PeriodicInterval(MaintenanceInterval),
+func maintenancePeriodicJob(interval time.Duration) *river.PeriodicJob {
+	return river.NewPeriodicJob(river.PeriodicInterval(interval),
 		func() (river.JobArgs, *river.InsertOpts) { return MaintenanceArgs{}, nil },
 		&river.PeriodicJobOpts{ID: "outbox_maintenance", RunOnStart: true})
 }

@@ -65,14 +65,14 @@ func (s *Store) Maintain(ctx context.Context, policy RetentionPolicy, logger *sl
 	rep := &MaintenanceReport{}
 
 	created, err := s.q.EnsurePartitions(ctx, dbsqlc.EnsurePartitionsParams{
-		FromTs: now.Add(-s.PartitionInterval), ToTs: now.Add(PartitionLookahead), StepSecs: s.PartitionInterval.Seconds(),
+		FromTs: now.Add(-s.PartitionInterval), ToTs: s.PartitionHorizon(now), StepSecs: s.PartitionInterval.Seconds(),
 	})
 	if err != nil {
 		return rep, fmt.Errorf("error creating events partitions: %w", err)
 	}
 	rep.PartitionsCreated = int(created)
 	if created > 0 {
-		logger.Info("created events partitions", "count", created, "until", now.Add(PartitionLookahead).UTC().Format(time.RFC3339))
+		logger.Info("created events partitions", "count", created, "until", s.PartitionHorizon(now).UTC().Format(time.RFC3339))
 	}
 
 	if policy.DeadLetterRetention > 0 {
