@@ -134,6 +134,16 @@ func figure(t *testing.T, format string, args ...any) {
 	figuresMu.Unlock()
 }
 
+// crashBound states the documented at-least-once bound, for assertion
+// messages: the target sees an event twice only when a crash lands between
+// its 2xx and the commit that records it, and a replica holds a route's
+// delivery slot from the request until its outcome is recorded, so each
+// crashed replica repeats at most the route's concurrency.
+func crashBound(concurrency, crashes int) string {
+	return fmt.Sprintf("the bound is %d: only a crash repeats a delivery, and each crashed replica repeats at most the "+
+		"route's concurrency (%d) of deliveries it had sent and not yet recorded (%d crash(es) here)", concurrency*crashes, concurrency, crashes)
+}
+
 // waitUntil polls cond every interval until it holds, failing the test
 // after timeout with what it was waiting for.
 func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
@@ -278,20 +288,27 @@ type config struct {
 	// %[1]s standing for the target URL and %[2]s for the replica name.
 	top    string
 	routes string
+	// adminToken turns the admin API on with this token; it is off
+	// without one.
+	adminToken string
 }
 
 // write writes the config file and returns its path.
 func (c config) write(t *testing.T, targetURL string) string {
 	t.Helper()
+	admin := "disable_admin: true"
+	if c.adminToken != "" {
+		admin = fmt.Sprintf("admin_token: %q", c.adminToken)
+	}
 	doc := fmt.Sprintf(`listen: "127.0.0.1:%s"
 database_url: %q
-disable_admin: true
+%s
 intake_timeout: 2s
 intake_retry_after: 5s
 shutdown_timeout: 5s
 %s
 routes:
-`, c.port, c.dbURL, c.top) + fmt.Sprintf(c.routes, targetURL, c.replica)
+`, c.port, c.dbURL, admin, c.top) + fmt.Sprintf(c.routes, targetURL, c.replica)
 	path := filepath.Join(t.TempDir(), "outbox-"+c.replica+".yaml")
 	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
 		t.Fatal(err)
@@ -333,6 +350,12 @@ type serve struct {
 // the test failed.
 func startServe(t *testing.T, name, cfgPath, port string) *serve {
 	t.Helper()
+	return startServeEnv(t, name, cfgPath, port, nil)
+}
+
+// startServeEnv is startServe with extra environment variables (NAME=value).
+func startServeEnv(t *testing.T, name, cfgPath, port string, env []string) *serve {
+	t.Helper()
 	s := &serve{name: name, base: "http://127.0.0.1:" + port, done: make(chan struct{})}
 	s.logPath = filepath.Join(t.TempDir(), name+".log")
 	logFile, err := os.OpenFile(s.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
@@ -340,6 +363,7 @@ func startServe(t *testing.T, name, cfgPath, port string) *serve {
 		t.Fatal(err)
 	}
 	s.cmd = exec.Command(binary, "serve", "--config", cfgPath, "--log-format", "text")
+	s.cmd.Env = append(os.Environ(), env...)
 	s.cmd.Stdout, s.cmd.Stderr = logFile, logFile
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -435,6 +459,9 @@ type target struct {
 	requests  []request
 	delivered map[string][]string // key -> replicas that got a 2xx for it
 	active    map[string]string   // key -> replica, for requests in progress
+	// retryAfter, if set before requests come, is sent as Retry-After
+	// with every 429 and 503.
+	retryAfter string
 }
 
 func newTarget(t *testing.T, b behaviour) *target {
@@ -484,6 +511,9 @@ func (tg *target) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	rec.hungUpOn = r.Context().Err() != nil
 	if processed && status != 0 {
+		if tg.retryAfter != "" && (status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable) {
+			w.Header().Set("Retry-After", tg.retryAfter)
+		}
 		w.WriteHeader(status)
 		rec.status = status
 	}
