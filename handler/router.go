@@ -4,7 +4,6 @@ package handler
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"net/http"
 	"net/netip"
@@ -13,7 +12,8 @@ import (
 	"github.com/gorilla/mux"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/webhook-outbox/webhook-outbox/store"
+	outbox "github.com/webhook-outbox/webhook-outbox"
+	"github.com/webhook-outbox/webhook-outbox/admin"
 )
 
 // Readiness reports whether the service can take traffic.
@@ -28,10 +28,13 @@ type RouterOptions struct {
 	Logger    *slog.Logger
 	// Admin serves /admin/v1 behind AdminToken; nil turns the admin API
 	// off.
-	Admin      *store.Admin
+	Admin      *admin.Service
 	AdminToken string
 	// RiverUI is served at /riverui/ behind AdminToken; nil turns it off.
 	RiverUI http.Handler
+	// Console is the operator console (handler/console), served at
+	// /console/ behind AdminToken; nil turns it off.
+	Console http.Handler
 	// Registry is where the router registers intake's metrics, and what
 	// /metrics serves. Nil gives the router a private one.
 	Registry *prometheus.Registry
@@ -42,6 +45,9 @@ type RouterOptions struct {
 	// the client's address.
 	TrustedProxies []netip.Prefix
 }
+
+// ConsolePrefix is where the operator console is mounted.
+const ConsolePrefix = "/console"
 
 // NewRouter returns the HTTP handler for the whole service.
 func NewRouter(opts RouterOptions) http.Handler {
@@ -69,6 +75,10 @@ func NewRouter(opts RouterOptions) http.Handler {
 		r.Handle(RiverUIPrefix, http.RedirectHandler(RiverUIPrefix+"/", http.StatusMovedPermanently))
 		r.PathPrefix(RiverUIPrefix + "/").Handler(guard.wrap(opts.RiverUI))
 	}
+	if opts.Console != nil {
+		r.Handle(ConsolePrefix, http.RedirectHandler(ConsolePrefix+"/", http.StatusMovedPermanently))
+		r.PathPrefix(ConsolePrefix + "/").Handler(guard.wrap(opts.Console))
+	}
 	r.NotFoundHandler, r.MethodNotAllowedHandler = notFound, methodNotAllowed
 	return withRequestID(recoverer(opts.Logger, r))
 }
@@ -86,18 +96,14 @@ func healthz(w http.ResponseWriter, _ *http.Request) {
 }
 
 // readyz answers 200 when the database answers and the schema is current,
-// else 503 with the reason.
+// else 503 with the reason; the driver's details stay in the log.
 func readyz(ready Readiness, logger *slog.Logger) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
 		if err := ready.Ready(ctx); err != nil {
 			logger.Warn("not ready", "error", err)
-			msg := err.Error()
-			if errors.Is(err, store.ErrUnreachable) {
-				msg = store.ErrUnreachable.Error() // the driver's details stay in the log
-			}
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": msg})
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": outbox.ErrorMessage(err)})
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
@@ -114,7 +120,7 @@ func recoverer(logger *slog.Logger, next http.Handler) http.Handler {
 					panic(v)
 				}
 				logger.Error("handler panicked", "panic", v, "path", r.URL.Path, "request_id", RequestID(r.Context()))
-				writeError(w, &Error{Status: http.StatusServiceUnavailable, Message: "internal error; the request was not processed, retry later", RetryAfter: 5 * time.Second})
+				writeError(w, &Error{Status: http.StatusServiceUnavailable, Message: "internal error; the request was not processed, retry later", RetryAfter: retryLater})
 			}
 		}()
 		next.ServeHTTP(w, r)

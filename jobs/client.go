@@ -13,6 +13,7 @@ import (
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/rivertype"
 
+	outbox "github.com/webhook-outbox/webhook-outbox"
 	"github.com/webhook-outbox/webhook-outbox/config"
 	"github.com/webhook-outbox/webhook-outbox/store"
 )
@@ -67,7 +68,7 @@ type ClientOptions struct {
 
 	// jobTimeout, when set and positive, replaces a delivery's own
 	// timeout; tests set it (export_test.go) to stage a job that times out.
-	jobTimeout func(*river.Job[store.DeliverArgs]) time.Duration
+	jobTimeout func(*river.Job[outbox.DeliverArgs]) time.Duration
 }
 
 // NewClient returns the River client that runs deliveries: one queue per

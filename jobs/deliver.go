@@ -21,6 +21,7 @@ import (
 	"github.com/riverqueue/river/rivertype"
 	"golang.org/x/time/rate"
 
+	outbox "github.com/webhook-outbox/webhook-outbox"
 	"github.com/webhook-outbox/webhook-outbox/config"
 	"github.com/webhook-outbox/webhook-outbox/store"
 )
@@ -39,7 +40,7 @@ const minSnooze = time.Second
 // Deliverer is the River worker that POSTs an event's stored bytes to its
 // route's target and turns the answer into a job outcome.
 type Deliverer struct {
-	river.WorkerDefaults[store.DeliverArgs]
+	river.WorkerDefaults[outbox.DeliverArgs]
 
 	store     *store.Store
 	completer *store.Completer
@@ -53,7 +54,7 @@ type Deliverer struct {
 	rescueAfter time.Duration
 	// jobTimeout, when set, replaces Timeout's answer where it is positive
 	// (tests).
-	jobTimeout func(*river.Job[store.DeliverArgs]) time.Duration
+	jobTimeout func(*river.Job[outbox.DeliverArgs]) time.Duration
 }
 
 type route struct {
@@ -118,7 +119,7 @@ func newHTTPClient() *http.Client {
 // and recording the outcome. It ends rescueSafety before River's rescuer
 // could take the job for a crashed replica's (RescueStuckJobsAfter): a job
 // rescued while it still runs here would be sent twice.
-func (d *Deliverer) Timeout(job *river.Job[store.DeliverArgs]) time.Duration {
+func (d *Deliverer) Timeout(job *river.Job[outbox.DeliverArgs]) time.Duration {
 	if d.jobTimeout != nil {
 		if t := d.jobTimeout(job); t > 0 {
 			return t
@@ -130,7 +131,7 @@ func (d *Deliverer) Timeout(job *river.Job[store.DeliverArgs]) time.Duration {
 // NextRetry schedules the next attempt with the route's backoff, never past
 // the event's give_up_after deadline, so the last attempt happens at the
 // deadline rather than after it.
-func (d *Deliverer) NextRetry(job *river.Job[store.DeliverArgs]) time.Time {
+func (d *Deliverer) NextRetry(job *river.Job[outbox.DeliverArgs]) time.Time {
 	r := d.routes[job.Args.Route]
 	if r == nil {
 		return time.Time{} // River's default policy
@@ -143,19 +144,14 @@ func (d *Deliverer) NextRetry(job *river.Job[store.DeliverArgs]) time.Time {
 	return next
 }
 
-// MetadataGiveUpAt is the job metadata key that overrides a delivery's
-// deadline. A manual retry of a dead letter sets it, so the retried event
-// gets a full give_up_after again.
-const MetadataGiveUpAt = "give_up_at"
-
 // giveUpAt is the delivery's deadline: give_up_after from the job's creation
 // (the intake transaction's time, or a replay's), unless the job's metadata
 // carries a later one.
-func giveUpAt(job *river.Job[store.DeliverArgs], rc *config.Route) time.Time {
+func giveUpAt(job *river.Job[outbox.DeliverArgs], rc *config.Route) time.Time {
 	deadline := job.CreatedAt.Add(rc.Retry.GiveUpAfter.D())
 	var meta map[string]any
 	if json.Unmarshal(job.Metadata, &meta) == nil {
-		if s, ok := meta[MetadataGiveUpAt].(string); ok {
+		if s, ok := meta[outbox.MetadataGiveUpAt].(string); ok {
 			if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
 				deadline = t
 			}
@@ -178,7 +174,7 @@ const (
 // and not yet recorded: the most a crash can make the target see twice.
 // When the database cannot record a 2xx before the job's deadline, the job
 // is snoozed with the send step done, and its next run only records it.
-func (d *Deliverer) Work(ctx context.Context, job *river.Job[store.DeliverArgs]) error {
+func (d *Deliverer) Work(ctx context.Context, job *river.Job[outbox.DeliverArgs]) error {
 	log := d.logger.With("route", job.Args.Route, "key", job.Args.Key, "job_id", job.ID, "attempt", job.Attempt, "event_id", job.Args.EventID, "request_id", requestID(job))
 	r := d.routes[job.Args.Route]
 	if r == nil {
@@ -216,10 +212,10 @@ func (d *Deliverer) Work(ctx context.Context, job *river.Job[store.DeliverArgs])
 // record step) and the circuit breaker's permit, sends the request, and
 // turns the answer into the job's result: nil for a 2xx only. It returns
 // log with the attempt's outcome added.
-func (d *Deliverer) send(ctx context.Context, log *slog.Logger, job *river.Job[store.DeliverArgs], r *route, holdsSlot *bool) (*slog.Logger, error) {
+func (d *Deliverer) send(ctx context.Context, log *slog.Logger, job *river.Job[outbox.DeliverArgs], r *route, holdsSlot *bool) (*slog.Logger, error) {
 	d.yieldToIntake(ctx)
 	ev, err := d.store.EventForDelivery(ctx, job.Args.EventID, job.Args.ReceivedAt)
-	if errors.Is(err, store.ErrNotFound) {
+	if outbox.ErrorCode(err) == outbox.ENOTFOUND {
 		log.Error("event is no longer stored; cancelling delivery")
 		return log, river.JobCancel(fmt.Errorf("event %d is no longer stored, so there is nothing to deliver", job.Args.EventID))
 	}
@@ -316,7 +312,7 @@ func stoppedBy(ctx context.Context) stopCause {
 // cutOff is the result of a delivery stopped by this replica while it was
 // at phase. out is the attempt's outcome once a request was sent, nil
 // before. None of these counts as a failure of the target.
-func (d *Deliverer) cutOff(ctx context.Context, log *slog.Logger, job *river.Job[store.DeliverArgs], r *route, phase string, out *Outcome) error {
+func (d *Deliverer) cutOff(ctx context.Context, log *slog.Logger, job *river.Job[outbox.DeliverArgs], r *route, phase string, out *Outcome) error {
 	switch stoppedBy(ctx) {
 	case stopCancelled:
 		log.Info("delivery cancelled from River UI or the API while " + phase)
@@ -364,7 +360,7 @@ func recordSnooze() time.Duration { return 5*time.Second + rand.N(time.Second) }
 // does not cut the first try short. If the delivery still is not recorded,
 // the job is snoozed: River keeps the send step as done, and the next run
 // records the delivery without sending it again.
-func (d *Deliverer) record(ctx context.Context, log *slog.Logger, job *river.Job[store.DeliverArgs]) error {
+func (d *Deliverer) record(ctx context.Context, log *slog.Logger, job *river.Job[outbox.DeliverArgs]) error {
 	deadline, ok := ctx.Deadline()
 	if !ok || time.Until(deadline) < minRecordTime {
 		deadline = time.Now().Add(minRecordTime)

@@ -130,9 +130,9 @@ func (m *Migrator) Down(steps int) (from, to uint, err error) {
 		return 0, 0, nil
 	}
 	steps = min(steps, int(from))
-	// Versions have gaps (engineers number migrations apart), so fewer
-	// steps than the version number may exist: golang-migrate then reverts
-	// them all and says it came up short, which is no failure here.
+	// Version numbers have gaps (each engineer is given their own), so
+	// there are fewer migrations than the version number; going past the
+	// first one is reaching version 0, not an error.
 	var short migrate.ErrShortLimit
 	if err := m.m.Steps(-steps); err != nil && !errors.Is(err, migrate.ErrNoChange) && !errors.As(err, &short) {
 		return from, 0, explain(err)

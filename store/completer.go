@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -13,6 +12,7 @@ import (
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/rivertype"
 
+	outbox "github.com/webhook-outbox/webhook-outbox"
 	"github.com/webhook-outbox/webhook-outbox/sql/dbsqlc"
 )
 
@@ -28,13 +28,13 @@ import (
 // caller tries again; see jobs.Deliverer.
 type Completer struct {
 	store *Store
-	g     *groupCommit[*river.Job[DeliverArgs], error]
+	g     *groupCommit[*river.Job[outbox.DeliverArgs], error]
 }
 
 // ErrRecordBusy says that another transaction holds a row that recording
 // the delivery must update, its event or its job. It is transient: try
 // again shortly.
-var ErrRecordBusy = errors.New("its event or job row is locked by another transaction")
+var ErrRecordBusy = outbox.Errorf(outbox.EUNAVAILABLE, "its event or job row is locked by another transaction")
 
 // completerLockTimeout bounds how long a batch waits for a table-level lock,
 // such as partition DDL holds on events_live, before it fails and is tried
@@ -59,7 +59,7 @@ func NewCompleter(st *Store, workers, maxBatch int, timeout time.Duration) *Comp
 // of them may go away; Complete is safe to call again for the same job.
 // A job that is no longer running, or an event that is gone, is not an
 // error: whatever of the two is left is recorded.
-func (c *Completer) Complete(ctx context.Context, job *river.Job[DeliverArgs]) error {
+func (c *Completer) Complete(ctx context.Context, job *river.Job[outbox.DeliverArgs]) error {
 	res, err := c.g.do(ctx, job)
 	if err != nil {
 		return err
@@ -72,7 +72,7 @@ func (c *Completer) Close() { c.g.close() }
 
 // commit records the batch's deliveries whose rows it can lock at once,
 // and answers ErrRecordBusy for the others.
-func (c *Completer) commit(ctx context.Context, jobs []*river.Job[DeliverArgs]) ([]error, error) {
+func (c *Completer) commit(ctx context.Context, jobs []*river.Job[outbox.DeliverArgs]) ([]error, error) {
 	res := make([]error, len(jobs))
 	err := pgx.BeginFunc(ctx, c.store.pool, func(tx pgx.Tx) error {
 		q := c.store.q.WithTx(tx)
@@ -116,7 +116,7 @@ func (c *Completer) commit(ctx context.Context, jobs []*river.Job[DeliverArgs]) 
 				return fmt.Errorf("error reading delivery jobs: %w", err)
 			}
 		}
-		var ready []*river.Job[DeliverArgs]
+		var ready []*river.Job[outbox.DeliverArgs]
 		for i, job := range jobs {
 			if slices.Contains(heldEvents, job.Args.EventID) || slices.Contains(heldJobs, job.ID) {
 				res[i] = ErrRecordBusy
@@ -137,7 +137,7 @@ func (c *Completer) commit(ctx context.Context, jobs []*river.Job[DeliverArgs]) 
 
 // record marks the events delivered and completes the jobs, whose rows the
 // transaction holds.
-func (c *Completer) record(ctx context.Context, tx pgx.Tx, q *dbsqlc.Queries, jobs []*river.Job[DeliverArgs]) error {
+func (c *Completer) record(ctx context.Context, tx pgx.Tx, q *dbsqlc.Queries, jobs []*river.Job[outbox.DeliverArgs]) error {
 	now := time.Now()
 	marks := dbsqlc.MarkEventsDeliveredParams{
 		Ids: make([]int64, len(jobs)), ReceivedAts: make([]time.Time, len(jobs)), Attempts: make([]int32, len(jobs)),

@@ -11,6 +11,7 @@ import (
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
 
+	outbox "github.com/webhook-outbox/webhook-outbox"
 	"github.com/webhook-outbox/webhook-outbox/store"
 )
 
@@ -48,10 +49,10 @@ func TestCompleterRecordsConcurrentDeliveries(t *testing.T) {
 
 // runningJobs accepts n events and returns their delivery jobs as a
 // worker sees them, running their second attempt.
-func runningJobs(t *testing.T, b *bundle, prefix string, n int) []*river.Job[store.DeliverArgs] {
+func runningJobs(t *testing.T, b *bundle, prefix string, n int) []*river.Job[outbox.DeliverArgs] {
 	t.Helper()
 	ctx := context.Background()
-	evs := make([]*store.NewEvent, n)
+	evs := make([]*outbox.NewEvent, n)
 	for i := range n {
 		evs[i] = newEvent(fmt.Sprint(prefix, i))
 	}
@@ -64,9 +65,9 @@ func runningJobs(t *testing.T, b *bundle, prefix string, n int) []*river.Job[sto
 		t.Fatal(err)
 	}
 	defer rows.Close()
-	var jobs []*river.Job[store.DeliverArgs]
+	var jobs []*river.Job[outbox.DeliverArgs]
 	for rows.Next() {
-		job := &river.Job[store.DeliverArgs]{JobRow: &rivertype.JobRow{Attempt: 2, State: rivertype.JobStateRunning}}
+		job := &river.Job[outbox.DeliverArgs]{JobRow: &rivertype.JobRow{Attempt: 2, State: rivertype.JobStateRunning}}
 		if err := rows.Scan(&job.ID, &job.Args); err != nil {
 			t.Fatal(err)
 		}

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	outbox "github.com/webhook-outbox/webhook-outbox"
 	"github.com/webhook-outbox/webhook-outbox/store"
 )
 
@@ -39,7 +40,7 @@ func TestShortPartitionsAreBoundedAndNamedApart(t *testing.T) {
 	if n := b.count(t, `SELECT count(*) FROM outbox_live_partitions() WHERE range_end - range_start = interval '5 seconds' AND name !~ '^events_p[0-9]{8}_[0-9]{6}$'`); n != 0 {
 		t.Errorf("%d partitions of 5s are not named to the second", n)
 	}
-	if _, err := b.intake.AcceptBatch(ctx, []*store.NewEvent{newEvent("short-1")}); err != nil {
+	if _, err := b.intake.AcceptBatch(ctx, []*outbox.NewEvent{newEvent("short-1")}); err != nil {
 		t.Fatal(err)
 	}
 }

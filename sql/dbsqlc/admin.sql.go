@@ -20,17 +20,25 @@ func (q *Queries) ClearRoutePaused(ctx context.Context, route string) error {
 }
 
 const countReplay = `-- name: CountReplay :one
-SELECT count(*) FROM events WHERE route = $1 AND received_at >= $2 AND received_at < $3
+SELECT count(*) FROM events
+WHERE route = $1 AND received_at >= $2 AND received_at < $3
+  AND ($4::text IS NULL OR key = $4)
 `
 
 type CountReplayParams struct {
 	Route string
 	Since time.Time
 	Until time.Time
+	Key   *string
 }
 
 func (q *Queries) CountReplay(ctx context.Context, arg CountReplayParams) (int64, error) {
-	row := q.db.QueryRow(ctx, countReplay, arg.Route, arg.Since, arg.Until)
+	row := q.db.QueryRow(ctx, countReplay,
+		arg.Route,
+		arg.Since,
+		arg.Until,
+		arg.Key,
+	)
 	var count int64
 	err := row.Scan(&count)
 	return count, err
@@ -241,15 +249,17 @@ FROM events
 WHERE route = $1
   AND received_at >= $2
   AND received_at < $3
-  AND (received_at, id) > ($4::timestamptz, $5::bigint)
+  AND ($4::text IS NULL OR key = $4)
+  AND (received_at, id) > ($5::timestamptz, $6::bigint)
 ORDER BY received_at, id
-LIMIT $6
+LIMIT $7
 `
 
 type ReplayBatchParams struct {
 	Route           string
 	Since           time.Time
 	Until           time.Time
+	Key             *string
 	AfterReceivedAt time.Time
 	AfterID         int64
 	MaxRows         int32
@@ -269,6 +279,7 @@ func (q *Queries) ReplayBatch(ctx context.Context, arg ReplayBatchParams) ([]Rep
 		arg.Route,
 		arg.Since,
 		arg.Until,
+		arg.Key,
 		arg.AfterReceivedAt,
 		arg.AfterID,
 		arg.MaxRows,

@@ -22,12 +22,15 @@ FROM events
 WHERE route = @route
   AND received_at >= @since
   AND received_at < @until
+  AND (sqlc.narg(key)::text IS NULL OR key = sqlc.narg(key))
   AND (received_at, id) > (@after_received_at::timestamptz, @after_id::bigint)
 ORDER BY received_at, id
 LIMIT @max_rows;
 
 -- name: CountReplay :one
-SELECT count(*) FROM events WHERE route = @route AND received_at >= @since AND received_at < @until;
+SELECT count(*) FROM events
+WHERE route = @route AND received_at >= @since AND received_at < @until
+  AND (sqlc.narg(key)::text IS NULL OR key = sqlc.narg(key));
 
 -- name: DeliveredSinceByRoute :many
 -- Completed delivery jobs; River keeps them for a day, which covers the

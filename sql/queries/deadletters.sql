@@ -13,12 +13,16 @@ ORDER BY failed_at DESC, job_id DESC
 LIMIT @max_rows;
 
 -- name: CountDeadLetters :one
+-- A payload condition parses every matching dead letter's body
+-- (outbox_payload): about 3.6 s for 100,000 bodies of 1 KB here. Only the
+-- console's "Retry all matching" count asks for one.
 SELECT count(*)
 FROM dead_letters
 WHERE (sqlc.narg(route)::text IS NULL OR route = sqlc.narg(route))
   AND (sqlc.narg(since)::timestamptz IS NULL OR failed_at >= sqlc.narg(since))
   AND (sqlc.narg(until)::timestamptz IS NULL OR failed_at < sqlc.narg(until))
-  AND (sqlc.narg(error_like)::text IS NULL OR last_error ILIKE sqlc.narg(error_like));
+  AND (sqlc.narg(error_like)::text IS NULL OR last_error ILIKE sqlc.narg(error_like))
+  AND (sqlc.narg(payload_path)::text[] IS NULL OR payload #>> sqlc.narg(payload_path)::text[] = sqlc.narg(payload_value)::text);
 
 -- name: DeadLetterBatch :many
 -- The next batch of dead letters to retry, in job id order after a cursor,
@@ -29,6 +33,7 @@ WHERE (sqlc.narg(route)::text IS NULL OR route = sqlc.narg(route))
   AND (sqlc.narg(since)::timestamptz IS NULL OR failed_at >= sqlc.narg(since))
   AND failed_at < @until
   AND (sqlc.narg(error_like)::text IS NULL OR last_error ILIKE sqlc.narg(error_like))
+  AND (sqlc.narg(payload_path)::text[] IS NULL OR payload #>> sqlc.narg(payload_path)::text[] = sqlc.narg(payload_value)::text)
   AND job_id > @after_job_id
 ORDER BY job_id
 LIMIT @max_rows;
