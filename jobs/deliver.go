@@ -345,6 +345,29 @@ func (d *Deliverer) cutOff(ctx context.Context, log *slog.Logger, job *river.Job
 	return fmt.Errorf("delivery interrupted by shutdown while %s (%s): %w", phase, msg, ctx.Err())
 }
 
+// waitToRecord waits d before the next try at recording, and reports
+// false if the tries must end first: a shutdown or a cancellation of the
+// job (ctx), or recordCtx's deadline. The job's own deadline does not end
+// them; recordCtx carries the one that counts.
+func waitToRecord(ctx, recordCtx context.Context, wait time.Duration) bool {
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	stop := ctx.Done()
+	for {
+		select {
+		case <-t.C:
+			return true
+		case <-recordCtx.Done():
+			return false
+		case <-stop:
+			if stoppedBy(ctx) != stopTimeout {
+				return false
+			}
+			stop = nil
+		}
+	}
+}
+
 // minRecordTime is the least time recording a 2xx gets, even when the
 // job's deadline is nearer.
 const minRecordTime = 5 * time.Second
@@ -381,26 +404,9 @@ func (d *Deliverer) record(ctx context.Context, log *slog.Logger, job *river.Job
 		if tries == 1 {
 			log.Warn("delivered, but recording it failed; retrying", "error", err)
 		}
-		// Shutdown or cancellation ends the retries; the job's own
-		// deadline does not, recordCtx's does.
-		stop := ctx.Done()
-		if stoppedBy(ctx) == stopTimeout {
-			stop = nil
-		}
 		sleep := wait/2 + rand.N(wait)
 		wait = min(2*wait, time.Second)
-		giveUp := time.Now().Add(sleep).After(deadline)
-		if !giveUp {
-			t := time.NewTimer(sleep)
-			select {
-			case <-t.C:
-			case <-stop:
-				giveUp = true
-			case <-recordCtx.Done():
-				giveUp = true
-			}
-			t.Stop()
-		}
+		giveUp := time.Now().Add(sleep).After(deadline) || !waitToRecord(ctx, recordCtx, sleep)
 		if giveUp {
 			log.Error("delivered, but the database did not record it; the job will record it later without sending it again",
 				"error", err, "tries", tries)
