@@ -117,11 +117,11 @@ func TestJobTimeoutIsNotAShutdownNorTheTargetsFault(t *testing.T) {
 	})
 }
 
-// TestShutdownIsNotATimeout cuts a delivery off with StopAndCancel, as a
+// TestShutdownGivesTheAttemptBack cuts a delivery off with StopAndCancel, as a
 // shutdown past its deadline does: the job goes back to the queue without
 // using an attempt, the log says shutdown, and the circuit breaker counts
 // nothing against the target.
-func TestShutdownIsNotATimeout(t *testing.T) {
+func TestShutdownGivesTheAttemptBack(t *testing.T) {
 	t.Parallel()
 	started := make(chan struct{}, 1)
 	tg := newTarget(t, func(w http.ResponseWriter, r *http.Request) {
