@@ -116,6 +116,12 @@ type EventsRetained struct {
 	Retained         bool
 }
 
+// Events partitions retention is removing; maintenance finishes each on its next run.
+type OutboxPartitionDrop struct {
+	Name       string
+	RecordedAt time.Time
+}
+
 type RiverJob struct {
 	ID           int64
 	State        RiverJobState
