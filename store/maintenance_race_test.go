@@ -464,3 +464,49 @@ func TestMaintainRunsOneAtATime(t *testing.T) {
 		t.Errorf("a run after the first finished: ran=%v err=%v", ran, err)
 	}
 }
+
+// TestIntakeCreatesAMissingPartitionBesideALongReader removes the current
+// partition, as if maintenance had not run for days, while a long reader
+// holds events_live: intake creates the partition on the spot without
+// queueing behind the reader. While other DDL holds events_live, intake gives
+// up within its lock wait instead of hanging (the sender gets a 503 and
+// retries).
+func TestIntakeCreatesAMissingPartitionBesideALongReader(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name, hold string
+		accepted   bool
+	}{
+		{"long reader", `SELECT count(*) FROM events_live`, true},
+		{"ddl in progress", `LOCK TABLE events_live IN SHARE UPDATE EXCLUSIVE MODE`, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t)
+			var current string
+			if err := b.pool.QueryRow(context.Background(), `SELECT name FROM outbox_live_partitions() WHERE range_start <= now() AND range_end > now()`).Scan(&current); err != nil {
+				t.Fatal(err)
+			}
+			b.exec(t, `DROP TABLE `+current)
+			holder := b.conn(t)
+			mustExec(t, holder, `BEGIN`)
+			mustExec(t, holder, c.hold)
+			defer mustExec(t, holder, `ROLLBACK`)
+
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			start := time.Now()
+			_, err := b.intake.Accept(ctx, newEvent("needs-a-partition"))
+			took := time.Since(start).Round(time.Millisecond)
+			t.Logf("intake answered in %s: %v", took, err)
+			switch {
+			case c.accepted && err != nil:
+				t.Fatalf("intake could not create the missing partition beside a long reader: %v", err)
+			case !c.accepted && err == nil:
+				t.Fatal("intake created a partition while other DDL held events_live")
+			case !c.accepted && ctx.Err() != nil:
+				t.Fatalf("intake waited for the DDL until its deadline (%s) instead of giving up", took)
+			}
+		})
+	}
+}
