@@ -275,16 +275,6 @@ type Retry struct {
 	GiveUpAfter Duration `yaml:"give_up_after"`
 }
 
-// Route returns the route named name, or nil.
-func (c *Config) Route(name string) *Route {
-	for i := range c.Routes {
-		if c.Routes[i].Name == name {
-			return &c.Routes[i]
-		}
-	}
-	return nil
-}
-
 // MaxTargetTimeout is the longest target timeout of any route.
 func (c *Config) MaxTargetTimeout() time.Duration {
 	var longest time.Duration

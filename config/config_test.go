@@ -39,7 +39,7 @@ func TestParseAppliesDefaults(t *testing.T) {
 		got, want any
 	}{
 		{"listen", cfg.Listen, ":8080"},
-		{"dead_letter_retention", cfg.DeadLetterRetention.RiverPeriod(), 720 * time.Hour},
+		{"dead_letter_retention", cfg.DeadLetterRetention.D(), 720 * time.Hour},
 		{"event_retention", cfg.EventRetention.D(), 168 * time.Hour},
 		{"intake_timeout", cfg.IntakeTimeout.D(), 2 * time.Second},
 		{"intake_retry_after", cfg.IntakeRetryAfter.D(), 60 * time.Second},
@@ -148,8 +148,8 @@ func TestRetentionForever(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := cfg.DeadLetterRetention.RiverPeriod(); got != -1 {
-		t.Errorf("forever maps to %v, want River's -1", got)
+	if !cfg.DeadLetterRetention.Forever() || cfg.DeadLetterRetention.String() != "forever" {
+		t.Errorf("dead_letter_retention: forever reads as %v", cfg.DeadLetterRetention)
 	}
 }
 

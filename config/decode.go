@@ -269,15 +269,6 @@ func (r Retention) Forever() bool { return r.forever }
 // D returns the retention period; it is meaningless when Forever is true.
 func (r Retention) D() time.Duration { return r.d }
 
-// RiverPeriod converts the retention to River's job retention setting, where
-// -1 keeps jobs forever.
-func (r Retention) RiverPeriod() time.Duration {
-	if r.forever {
-		return -1
-	}
-	return r.d
-}
-
 // String returns the retention as written in the config.
 func (r Retention) String() string {
 	if r.forever {

@@ -8,6 +8,8 @@ import (
 	"net/url"
 	"os"
 	"strings"
+
+	"github.com/webhook-outbox/webhook-outbox/internal/whsig"
 )
 
 // CredentialHeaders are request headers that carry credentials or
@@ -104,7 +106,7 @@ func (c *Config) validateSecurity(p *problems) {
 			if j > 0 {
 				name = fmt.Sprintf("%s.target.signing_secrets[%d]", field, j-1)
 			}
-			if _, err := DecodeStandardWebhooksSecret(secret); err != nil {
+			if _, err := whsig.DecodeSecret(secret); err != nil {
 				p.add(name, "%v (for example: echo whsec_$(openssl rand -base64 32))", err)
 			}
 		}
@@ -134,7 +136,7 @@ func (c *Config) validateSecurity(p *problems) {
 func (t *Target) SigningKeys() [][]byte {
 	var keys [][]byte
 	for _, s := range Secrets(t.SigningSecret, t.SigningSecrets) {
-		if key, err := DecodeStandardWebhooksSecret(s); err == nil {
+		if key, err := whsig.DecodeSecret(s); err == nil {
 			keys = append(keys, key)
 		}
 	}

@@ -1,9 +1,6 @@
 package config
 
 import (
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"math"
@@ -14,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/webhook-outbox/webhook-outbox/internal/whsig"
 )
 
 // RouteNamePattern is what a route name must match. A route name is a path
@@ -228,12 +227,12 @@ func (a *Auth) validate(field string, p *problems) {
 		s := a.StandardWebhooks
 		oneOrMany(field+".standard_webhooks", "secret", "secrets", s.Secret, s.Secrets, p)
 		if s.Secret != "" {
-			if _, err := DecodeStandardWebhooksSecret(s.Secret); err != nil {
+			if _, err := whsig.DecodeSecret(s.Secret); err != nil {
 				p.add(field+".standard_webhooks.secret", "%v", err)
 			}
 		}
 		for i, secret := range s.Secrets {
-			if _, err := DecodeStandardWebhooksSecret(secret); secret != "" && err != nil {
+			if _, err := whsig.DecodeSecret(secret); secret != "" && err != nil {
 				p.add(fmt.Sprintf("%s.standard_webhooks.secrets[%d]", field, i), "%v", err)
 			}
 		}
@@ -271,30 +270,6 @@ func Secrets(single string, list []string) []string {
 		return []string{single}
 	}
 	return list
-}
-
-// StandardWebhooksSignature is the Standard Webhooks signature of a
-// message: HMAC-SHA256, with the decoded secret as key, of
-// "<webhook-id>.<webhook-timestamp>.<body>". Intake verifies senders' and
-// deliveries carry outbox's own with it.
-func StandardWebhooksSignature(key []byte, id, timestamp string, body []byte) []byte {
-	mac := hmac.New(sha256.New, key)
-	mac.Write([]byte(id))
-	mac.Write([]byte{'.'})
-	mac.Write([]byte(timestamp))
-	mac.Write([]byte{'.'})
-	mac.Write(body)
-	return mac.Sum(nil)
-}
-
-// DecodeStandardWebhooksSecret decodes a Standard Webhooks secret: base64,
-// optionally prefixed with whsec_.
-func DecodeStandardWebhooksSecret(s string) ([]byte, error) {
-	b, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(s, "whsec_"))
-	if err != nil || len(b) == 0 {
-		return nil, errors.New("is not a Standard Webhooks secret: expected whsec_ followed by base64")
-	}
-	return b, nil
 }
 
 func (s KeySource) validate(field string, p *problems) {

@@ -1,9 +1,7 @@
 package handler
 
 import (
-	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -14,7 +12,8 @@ import (
 
 	"github.com/gorilla/mux"
 
-	"github.com/webhook-outbox/webhook-outbox/store"
+	outbox "github.com/webhook-outbox/webhook-outbox"
+	"github.com/webhook-outbox/webhook-outbox/admin"
 )
 
 // adminGuard guards the admin API and River UI with the admin token, sent
@@ -78,7 +77,7 @@ func (g *adminGuard) wrap(next http.Handler) http.Handler {
 
 // adminAPI serves /admin/v1.
 type adminAPI struct {
-	admin  *store.Admin
+	admin  *admin.Service
 	logger *slog.Logger
 	now    func() time.Time
 }
@@ -95,49 +94,24 @@ func (a *adminAPI) mount(r *mux.Router) {
 	r.HandleFunc("/routes/{route}/resume", a.resume).Methods(http.MethodPost)
 }
 
-// fail maps an operation's error to an answer: the operator's mistakes are
-// 400 or 404 with the reason; anything else is logged, and answered 503
-// without driver details.
+// fail answers an operation's error: see writeErr.
 func (a *adminAPI) fail(w http.ResponseWriter, r *http.Request, err error) {
-	switch {
-	case errors.Is(err, store.ErrInvalid):
-		writeError(w, errorf(http.StatusBadRequest, strings.ReplaceAll(err.Error(), store.ErrInvalid.Error()+": ", "")))
-	case errors.Is(err, store.ErrNotFound):
-		writeError(w, errorf(http.StatusNotFound, strings.ReplaceAll(err.Error(), store.ErrNotFound.Error()+": ", "")))
-	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
-		// The client went away.
-	default:
-		a.logger.Error("admin request failed", "path", r.URL.Path, "error", err)
-		writeError(w, &Error{Status: http.StatusServiceUnavailable, Message: "the request failed because the database is unavailable or failing; retry later (details are in the server log)", RetryAfter: 5 * time.Second})
-	}
+	writeErr(w, r, a.logger, err)
 }
 
-func (a *adminAPI) filterFromQuery(q map[string][]string) (store.DeadLetterFilter, error) {
+func (a *adminAPI) filterFromQuery(q map[string][]string) (outbox.DeadLetterFilter, error) {
 	get := func(k string) string {
 		if v := q[k]; len(v) > 0 {
 			return v[0]
 		}
 		return ""
 	}
-	return a.filter(get("route"), get("since"), get("until"), get("error"))
-}
-
-func (a *adminAPI) filter(route, since, until, errSub string) (store.DeadLetterFilter, error) {
-	now := a.now()
-	f := store.DeadLetterFilter{Route: route, ErrorContains: errSub}
-	var err error
-	if f.Since, err = store.ParseTime(since, now); err != nil {
-		return f, fmt.Errorf("since: %w", err)
-	}
-	if f.Until, err = store.ParseTime(until, now); err != nil {
-		return f, fmt.Errorf("until: %w", err)
-	}
-	return f, nil
+	return admin.ParseFilter(get("route"), get("since"), get("until"), get("error"), a.now())
 }
 
 type deadLetterPage struct {
-	DeadLetters []store.DeadLetter `json:"dead_letters"`
-	NextCursor  *string            `json:"next_cursor"`
+	DeadLetters []outbox.DeadLetter `json:"dead_letters"`
+	NextCursor  *string             `json:"next_cursor"`
 }
 
 // GET /admin/v1/dead-letters?route=&since=&until=&error=&limit=&cursor=
@@ -164,7 +138,7 @@ func (a *adminAPI) listDeadLetters(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	items, next, err := a.admin.Store().ListDeadLetters(r.Context(), f, limit, q.Get("cursor"))
+	items, next, err := a.admin.ListDeadLetters(r.Context(), f, limit, q.Get("cursor"))
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -179,7 +153,7 @@ func (a *adminAPI) listDeadLetters(w http.ResponseWriter, r *http.Request) {
 // GET /admin/v1/dead-letters/{id}, where id is a job id or ROUTE/KEY
 // (URL-encoded).
 func (a *adminAPI) showDeadLetter(w http.ResponseWriter, r *http.Request) {
-	id, err := store.ParseIdentifier(mux.Vars(r)["id"])
+	id, err := admin.ParseIdentifier(mux.Vars(r)["id"])
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -198,7 +172,7 @@ func decodeBody(r *http.Request, v any) error {
 	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, 1<<20))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return fmt.Errorf("%w: the body is not the JSON this endpoint takes: %v", store.ErrInvalid, err)
+		return outbox.Errorf(outbox.EINVALID, "the body is not the JSON this endpoint takes: %v", err)
 	}
 	return nil
 }
@@ -220,7 +194,7 @@ func (a *adminAPI) retryDeadLetters(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	req := store.RetryRequest{DryRun: body.DryRun}
+	req := admin.RetryRequest{DryRun: body.DryRun}
 	byFilter := body.Route != "" || body.Since != "" || body.Until != "" || body.Error != ""
 	switch {
 	case len(body.JobIDs) > 0 && byFilter:
@@ -228,10 +202,10 @@ func (a *adminAPI) retryDeadLetters(w http.ResponseWriter, r *http.Request) {
 		return
 	case len(body.JobIDs) > 0:
 		for _, id := range body.JobIDs {
-			req.IDs = append(req.IDs, store.Identifier{JobID: id})
+			req.IDs = append(req.IDs, admin.Identifier{JobID: id})
 		}
 	case byFilter:
-		f, err := a.filter(body.Route, body.Since, body.Until, body.Error)
+		f, err := admin.ParseFilter(body.Route, body.Since, body.Until, body.Error, a.now())
 		if err != nil {
 			a.fail(w, r, err)
 			return
@@ -269,17 +243,17 @@ func (a *adminAPI) replay(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := a.now()
-	since, err := store.ParseTime(body.Since, now)
+	since, err := admin.ParseTime("since", body.Since, now)
 	if err != nil {
-		a.fail(w, r, fmt.Errorf("since: %w", err))
+		a.fail(w, r, err)
 		return
 	}
-	until, err := store.ParseTime(body.Until, now)
+	until, err := admin.ParseTime("until", body.Until, now)
 	if err != nil {
-		a.fail(w, r, fmt.Errorf("until: %w", err))
+		a.fail(w, r, err)
 		return
 	}
-	res, err := a.admin.Replay(r.Context(), store.ReplayRequest{Route: body.Route, Since: since, Until: until, DryRun: body.DryRun})
+	res, err := a.admin.Replay(r.Context(), admin.ReplayRequest{Route: body.Route, Since: since, Until: until, DryRun: body.DryRun})
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -291,7 +265,7 @@ func (a *adminAPI) replay(w http.ResponseWriter, r *http.Request) {
 // GET /admin/v1/events/{route}/{key}; the key is URL-encoded.
 func (a *adminAPI) showEvent(w http.ResponseWriter, r *http.Request) {
 	v := mux.Vars(r)
-	ev, err := a.admin.Store().EventByKey(r.Context(), v["route"], v["key"])
+	ev, err := a.admin.Event(r.Context(), v["route"], v["key"])
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -312,7 +286,7 @@ func (a *adminAPI) listRoutes(w http.ResponseWriter, r *http.Request) {
 // GET /admin/v1/stats?exact=true
 func (a *adminAPI) stats(w http.ResponseWriter, r *http.Request) {
 	exact, _ := strconv.ParseBool(r.URL.Query().Get("exact"))
-	st, err := a.admin.Store().Stats(r.Context(), exact)
+	st, err := a.admin.Stats(r.Context(), exact)
 	if err != nil {
 		a.fail(w, r, err)
 		return

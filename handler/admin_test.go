@@ -16,6 +16,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	outbox "github.com/webhook-outbox/webhook-outbox"
+	"github.com/webhook-outbox/webhook-outbox/admin"
 	"github.com/webhook-outbox/webhook-outbox/config"
 	"github.com/webhook-outbox/webhook-outbox/handler"
 	"github.com/webhook-outbox/webhook-outbox/internal/testdb"
@@ -62,7 +64,7 @@ func setupAdminWith(t *testing.T, edit func(*handler.RouterOptions)) *adminBundl
 	}
 	opts := handler.RouterOptions{
 		Intake: intake, Readiness: st, Logger: logger,
-		Admin: store.NewAdmin(st, client, cfg), AdminToken: adminToken, RiverUI: ui,
+		Admin: admin.New(st, client, cfg), AdminToken: adminToken, RiverUI: ui,
 	}
 	if edit != nil {
 		edit(&opts)
@@ -176,8 +178,8 @@ func TestAdminDeadLettersListFilterAndPage(t *testing.T) {
 	testdb.SeedDeadLetters(t, b.pool, testdb.DeadLetters{Route: "open", KeyPrefix: "o-", N: 3, State: "cancelled", Error: "target answered 410 Gone after 1ms"})
 
 	type page struct {
-		DeadLetters []store.DeadLetter `json:"dead_letters"`
-		NextCursor  *string            `json:"next_cursor"`
+		DeadLetters []outbox.DeadLetter `json:"dead_letters"`
+		NextCursor  *string             `json:"next_cursor"`
 	}
 	list := func(query string) page {
 		status, _, raw := b.do(t, bearer, "GET", "/admin/v1/dead-letters?"+query, nil)
@@ -261,7 +263,7 @@ func TestAdminShowEventAndDeadLetter(t *testing.T) {
 	if status != 200 {
 		t.Fatalf("show event: %d %s", status, raw)
 	}
-	ev := decode[store.EventDetail](t, raw)
+	ev := decode[outbox.EventDetail](t, raw)
 	if ev.Key != key || ev.State != "dead" || len(ev.Jobs) != 1 || ev.Jobs[0].State != "discarded" ||
 		len(ev.Jobs[0].Errors) != 1 || ev.Jobs[0].Errors[0].Error != "connection refused by 127.0.0.1:3000" {
 		t.Errorf("event = %s", raw)
@@ -271,12 +273,12 @@ func TestAdminShowEventAndDeadLetter(t *testing.T) {
 	}
 
 	status, _, raw = b.do(t, bearer, "GET", "/admin/v1/dead-letters/"+url.PathEscape("genesys/"+key), nil)
-	if status != 200 || decode[store.DeadLetter](t, raw).Key != key {
+	if status != 200 || decode[outbox.DeadLetter](t, raw).Key != key {
 		t.Errorf("dead letter by ROUTE/KEY: %d %s", status, raw)
 	}
 	jobID := ev.Jobs[0].ID
 	status, _, raw = b.do(t, bearer, "GET", "/admin/v1/dead-letters/"+itoa(jobID), nil)
-	if d := decode[store.DeadLetter](t, raw); status != 200 || d.JobID != jobID || len(d.Errors) != 1 {
+	if d := decode[outbox.DeadLetter](t, raw); status != 200 || d.JobID != jobID || len(d.Errors) != 1 {
 		t.Errorf("dead letter by id: %d %s", status, raw)
 	}
 	if status, _, raw := b.do(t, bearer, "GET", "/admin/v1/events/genesys/nope", nil); status != 404 || !strings.Contains(string(raw), "no event genesys/nope") {
@@ -296,7 +298,7 @@ func TestAdminRetry(t *testing.T) {
 	testdb.SeedDeadLetters(t, b.pool, testdb.DeadLetters{Route: "open", KeyPrefix: "o-", N: 2, Error: "target answered 500 Internal Server Error after 2ms"})
 
 	status, _, raw := b.do(t, bearer, "POST", "/admin/v1/dead-letters/retry", map[string]any{"route": "genesys", "dry_run": true})
-	res := decode[store.RetryResult](t, raw)
+	res := decode[admin.RetryResult](t, raw)
 	if status != 200 || !res.DryRun || res.Matched != 4 || res.Retried != 0 || len(res.Sample) != 4 {
 		t.Fatalf("dry run: %d %s", status, raw)
 	}
@@ -305,7 +307,7 @@ func TestAdminRetry(t *testing.T) {
 	}
 
 	status, _, raw = b.do(t, bearer, "POST", "/admin/v1/dead-letters/retry", map[string]any{"route": "genesys"})
-	if res := decode[store.RetryResult](t, raw); status != 200 || res.Retried != 4 {
+	if res := decode[admin.RetryResult](t, raw); status != 200 || res.Retried != 4 {
 		t.Fatalf("retry by filter: %d %s", status, raw)
 	}
 	// The full budget again: attempt 0 of the route's max_attempts (7), due
@@ -326,7 +328,7 @@ func TestAdminRetry(t *testing.T) {
 		t.Fatal(err)
 	}
 	status, _, raw = b.do(t, bearer, "POST", "/admin/v1/dead-letters/retry", map[string]any{"job_ids": []int64{openID, 999999}})
-	if res := decode[store.RetryResult](t, raw); status != 200 || res.Retried != 1 || len(res.NotRetried) != 1 {
+	if res := decode[admin.RetryResult](t, raw); status != 200 || res.Retried != 1 || len(res.NotRetried) != 1 {
 		t.Errorf("retry by ids: %d %s", status, raw)
 	}
 	for _, body := range []map[string]any{{}, {"job_ids": []int64{1}, "route": "open"}, {"route": "nope"}, {"rout": "open"}} {
@@ -363,19 +365,19 @@ func TestAdminReplayRoutesAndPause(t *testing.T) {
 	testdb.SeedDeadLetters(t, b.pool, testdb.DeadLetters{Route: "genesys", KeyPrefix: "d-", N: 1, Error: "boom"})
 
 	status, _, raw := b.do(t, bearer, "GET", "/admin/v1/routes", nil)
-	routes := decode[struct{ Routes []store.RouteStatus }](t, raw).Routes
+	routes := decode[struct{ Routes []admin.RouteStatus }](t, raw).Routes
 	if status != 200 || len(routes) != 2 || routes[0].Name != "genesys" || routes[0].Backlog.Available != 2 || routes[0].DeadLetters != 1 ||
 		routes[0].OldestUndeliveredAge == nil || routes[0].Paused {
 		t.Fatalf("routes: %d %s", status, raw)
 	}
 
 	status, _, raw = b.do(t, bearer, "POST", "/admin/v1/events/replay", map[string]any{"route": "genesys", "since": "1h", "dry_run": true})
-	if res := decode[store.ReplayResult](t, raw); status != 200 || res.Matched != 3 || res.Replayed != 0 {
+	if res := decode[admin.ReplayResult](t, raw); status != 200 || res.Matched != 3 || res.Replayed != 0 {
 		t.Fatalf("replay dry run: %d %s", status, raw)
 	}
 	status, _, raw = b.do(t, bearer, "POST", "/admin/v1/events/replay", map[string]any{"route": "genesys", "since": "1h"})
 	// The two queued events are skipped; the dead one is revived.
-	if res := decode[store.ReplayResult](t, raw); status != 200 || res.Skipped != 2 || res.Revived != 1 || res.Replayed != 0 {
+	if res := decode[admin.ReplayResult](t, raw); status != 200 || res.Skipped != 2 || res.Revived != 1 || res.Replayed != 0 {
 		t.Fatalf("replay: %d %s", status, raw)
 	}
 	if status, _, raw := b.do(t, bearer, "POST", "/admin/v1/events/replay", map[string]any{"route": "genesys"}); status != 400 {
@@ -387,7 +389,7 @@ func TestAdminReplayRoutesAndPause(t *testing.T) {
 		t.Fatalf("pause: %d %s", status, raw)
 	}
 	status, _, raw = b.do(t, bearer, "GET", "/admin/v1/routes", nil)
-	if r := decode[struct{ Routes []store.RouteStatus }](t, raw).Routes[1]; status != 200 || !r.Paused || r.PausedAt == nil {
+	if r := decode[struct{ Routes []admin.RouteStatus }](t, raw).Routes[1]; status != 200 || !r.Paused || r.PausedAt == nil {
 		t.Errorf("after pause: %s", raw)
 	}
 	var riverPaused bool

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/webhook-outbox/webhook-outbox/config"
+	"github.com/webhook-outbox/webhook-outbox/internal/whsig"
 )
 
 // authenticator checks one request against a route's auth mode. It returns
@@ -48,7 +49,7 @@ func newAuthenticator(a *config.Auth) (authenticator, error) {
 		s := a.StandardWebhooks
 		var keys [][]byte
 		for _, secret := range config.Secrets(s.Secret, s.Secrets) {
-			key, err := config.DecodeStandardWebhooksSecret(secret)
+			key, err := whsig.DecodeSecret(secret)
 			if err != nil {
 				return nil, err
 			}
@@ -193,7 +194,7 @@ func (a *standardWebhooksAuth) check(h http.Header, body []byte, now time.Time) 
 	}
 	match := false
 	for _, key := range a.keys {
-		want := config.StandardWebhooksSignature(key, id, ts, body)
+		want := whsig.Sign(key, id, ts, body)
 		for _, versioned := range strings.Fields(sigs) {
 			version, encoded, ok := strings.Cut(versioned, ",")
 			if !ok || version != "v1" {

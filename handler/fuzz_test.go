@@ -19,8 +19,9 @@ import (
 	"time"
 	"unicode/utf8"
 
+	outbox "github.com/webhook-outbox/webhook-outbox"
 	"github.com/webhook-outbox/webhook-outbox/config"
-	"github.com/webhook-outbox/webhook-outbox/store"
+	"github.com/webhook-outbox/webhook-outbox/internal/whsig"
 )
 
 // The fuzz targets here need no database: they drive the parsing and
@@ -123,7 +124,7 @@ func FuzzStandardWebhooksVerifier(f *testing.F) {
 	f.Add("", "", []byte(""), "")
 	f.Add("id", "-9223372036854775808", []byte("{}"), "v1,")
 	f.Add("id", "+1614265330", []byte("{}"), "v1,!!!!")
-	specKey, _ := config.DecodeStandardWebhooksSecret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+	specKey, _ := whsig.DecodeSecret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
 	keys := [][]byte{specKey, []byte("second-key")}
 	a := &standardWebhooksAuth{keys: keys, tolerance: 5 * time.Minute}
 	now := time.Unix(1614265330, 0)
@@ -195,8 +196,8 @@ func FuzzCredentialVerifiers(f *testing.F) {
 // without a database. Keys ending in "dup" come back as duplicates.
 type nopAcceptor struct{}
 
-func (nopAcceptor) Accept(_ context.Context, ev *store.NewEvent) (store.Accepted, error) {
-	return store.Accepted{Duplicate: strings.HasSuffix(ev.Key, "dup")}, nil
+func (nopAcceptor) Accept(_ context.Context, ev *outbox.NewEvent) (outbox.Accepted, error) {
+	return outbox.Accepted{Duplicate: strings.HasSuffix(ev.Key, "dup")}, nil
 }
 
 const fuzzIntakeConfig = `

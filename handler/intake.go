@@ -20,6 +20,7 @@ import (
 
 	"github.com/gorilla/mux"
 
+	outbox "github.com/webhook-outbox/webhook-outbox"
 	"github.com/webhook-outbox/webhook-outbox/config"
 	"github.com/webhook-outbox/webhook-outbox/store"
 )
@@ -27,7 +28,7 @@ import (
 // Acceptor stores an accepted webhook and enqueues its delivery, returning
 // only after the commit.
 type Acceptor interface {
-	Accept(ctx context.Context, ev *store.NewEvent) (store.Accepted, error)
+	Accept(ctx context.Context, ev *outbox.NewEvent) (outbox.Accepted, error)
 }
 
 // alwaysStripped are request headers never stored: credentials and the
@@ -209,7 +210,7 @@ func errText(err error) string {
 }
 
 // check runs the checks after the body is read, and builds the event.
-func (in *Intake) check(rt *intakeRoute, r *http.Request, body []byte) (*store.NewEvent, *Error) {
+func (in *Intake) check(rt *intakeRoute, r *http.Request, body []byte) (*outbox.NewEvent, *Error) {
 	if why := rt.auth.check(r.Header, body, in.now()); why != "" {
 		return nil, errorf(http.StatusUnauthorized, "authentication failed: "+why)
 	}
@@ -230,7 +231,7 @@ func (in *Intake) check(rt *intakeRoute, r *http.Request, body []byte) (*store.N
 	if e != nil {
 		return nil, e
 	}
-	return &store.NewEvent{
+	return &outbox.NewEvent{
 		Route:       rt.cfg.Name,
 		Key:         key,
 		ContentType: ct,

@@ -17,6 +17,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	outbox "github.com/webhook-outbox/webhook-outbox"
 	"github.com/webhook-outbox/webhook-outbox/config"
 	"github.com/webhook-outbox/webhook-outbox/handler"
 	"github.com/webhook-outbox/webhook-outbox/internal/testdb"
@@ -171,7 +172,7 @@ func TestAcceptStoresEventAndJobInOneGo(t *testing.T) {
 
 	var queue, kind string
 	var maxAttempts int
-	var args store.DeliverArgs
+	var args outbox.DeliverArgs
 	err = b.pool.QueryRow(context.Background(), `SELECT queue, kind, max_attempts, args FROM river_job`).Scan(&queue, &kind, &maxAttempts, &args)
 	if err != nil {
 		t.Fatal(err)

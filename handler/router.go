@@ -4,7 +4,6 @@ package handler
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"net/http"
 	"net/netip"
@@ -13,7 +12,8 @@ import (
 	"github.com/gorilla/mux"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/webhook-outbox/webhook-outbox/store"
+	outbox "github.com/webhook-outbox/webhook-outbox"
+	"github.com/webhook-outbox/webhook-outbox/admin"
 )
 
 // Readiness reports whether the service can take traffic.
@@ -28,7 +28,7 @@ type RouterOptions struct {
 	Logger    *slog.Logger
 	// Admin serves /admin/v1 behind AdminToken; nil turns the admin API
 	// off.
-	Admin      *store.Admin
+	Admin      *admin.Service
 	AdminToken string
 	// RiverUI is served at /riverui/ behind AdminToken; nil turns it off.
 	RiverUI http.Handler
@@ -86,18 +86,14 @@ func healthz(w http.ResponseWriter, _ *http.Request) {
 }
 
 // readyz answers 200 when the database answers and the schema is current,
-// else 503 with the reason.
+// else 503 with the reason; the driver's details stay in the log.
 func readyz(ready Readiness, logger *slog.Logger) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
 		if err := ready.Ready(ctx); err != nil {
 			logger.Warn("not ready", "error", err)
-			msg := err.Error()
-			if errors.Is(err, store.ErrUnreachable) {
-				msg = store.ErrUnreachable.Error() // the driver's details stay in the log
-			}
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": msg})
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": outbox.ErrorMessage(err)})
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
@@ -114,7 +110,7 @@ func recoverer(logger *slog.Logger, next http.Handler) http.Handler {
 					panic(v)
 				}
 				logger.Error("handler panicked", "panic", v, "path", r.URL.Path, "request_id", RequestID(r.Context()))
-				writeError(w, &Error{Status: http.StatusServiceUnavailable, Message: "internal error; the request was not processed, retry later", RetryAfter: 5 * time.Second})
+				writeError(w, &Error{Status: http.StatusServiceUnavailable, Message: "internal error; the request was not processed, retry later", RetryAfter: retryLater})
 			}
 		}()
 		next.ServeHTTP(w, r)

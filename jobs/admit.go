@@ -10,7 +10,7 @@ import (
 	"github.com/riverqueue/river"
 	"golang.org/x/time/rate"
 
-	"github.com/webhook-outbox/webhook-outbox/store"
+	outbox "github.com/webhook-outbox/webhook-outbox"
 )
 
 // maxRateWait is the longest a delivery waits for the route's rate limit
@@ -33,7 +33,7 @@ func newRateLimiter(perSecond float64) *rate.Limiter {
 // a snooze while the route's circuit is open or its rate limit is used up
 // (a snooze does not use an attempt), or a cancellation once the event's
 // give_up_after deadline has passed with the circuit still open.
-func (d *Deliverer) admit(ctx context.Context, log *slog.Logger, job *river.Job[store.DeliverArgs], r *route) (*permit, error) {
+func (d *Deliverer) admit(ctx context.Context, log *slog.Logger, job *river.Job[outbox.DeliverArgs], r *route) (*permit, error) {
 	now := d.now()
 	deadline := giveUpAt(job, r.cfg)
 	p := d.breakers.get(r.cfg.Name).allow(now)

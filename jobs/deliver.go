@@ -19,6 +19,7 @@ import (
 	"github.com/riverqueue/river"
 	"golang.org/x/time/rate"
 
+	outbox "github.com/webhook-outbox/webhook-outbox"
 	"github.com/webhook-outbox/webhook-outbox/config"
 	"github.com/webhook-outbox/webhook-outbox/store"
 )
@@ -37,7 +38,7 @@ const minSnooze = time.Second
 // Deliverer is the River worker that POSTs an event's stored bytes to its
 // route's target and turns the answer into a job outcome.
 type Deliverer struct {
-	river.WorkerDefaults[store.DeliverArgs]
+	river.WorkerDefaults[outbox.DeliverArgs]
 
 	store     *store.Store
 	completer *store.Completer
@@ -107,7 +108,7 @@ func newHTTPClient() *http.Client {
 
 // Timeout bounds a whole delivery job: the request's own timeout plus time
 // to load the event and record the outcome.
-func (d *Deliverer) Timeout(job *river.Job[store.DeliverArgs]) time.Duration {
+func (d *Deliverer) Timeout(job *river.Job[outbox.DeliverArgs]) time.Duration {
 	if r := d.routes[job.Args.Route]; r != nil {
 		return slotWait(r.cfg.Target.Timeout.D()) + r.cfg.Target.Timeout.D() + 15*time.Second
 	}
@@ -117,7 +118,7 @@ func (d *Deliverer) Timeout(job *river.Job[store.DeliverArgs]) time.Duration {
 // NextRetry schedules the next attempt with the route's backoff, never past
 // the event's give_up_after deadline, so the last attempt happens at the
 // deadline rather than after it.
-func (d *Deliverer) NextRetry(job *river.Job[store.DeliverArgs]) time.Time {
+func (d *Deliverer) NextRetry(job *river.Job[outbox.DeliverArgs]) time.Time {
 	r := d.routes[job.Args.Route]
 	if r == nil {
 		return time.Time{} // River's default policy
@@ -130,19 +131,14 @@ func (d *Deliverer) NextRetry(job *river.Job[store.DeliverArgs]) time.Time {
 	return next
 }
 
-// MetadataGiveUpAt is the job metadata key that overrides a delivery's
-// deadline. A manual retry of a dead letter sets it, so the retried event
-// gets a full give_up_after again.
-const MetadataGiveUpAt = "give_up_at"
-
 // giveUpAt is the delivery's deadline: give_up_after from the job's creation
 // (the intake transaction's time, or a replay's), unless the job's metadata
 // carries a later one.
-func giveUpAt(job *river.Job[store.DeliverArgs], rc *config.Route) time.Time {
+func giveUpAt(job *river.Job[outbox.DeliverArgs], rc *config.Route) time.Time {
 	deadline := job.CreatedAt.Add(rc.Retry.GiveUpAfter.D())
 	var meta map[string]any
 	if json.Unmarshal(job.Metadata, &meta) == nil {
-		if s, ok := meta[MetadataGiveUpAt].(string); ok {
+		if s, ok := meta[outbox.MetadataGiveUpAt].(string); ok {
 			if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
 				deadline = t
 			}
@@ -152,7 +148,7 @@ func giveUpAt(job *river.Job[store.DeliverArgs], rc *config.Route) time.Time {
 }
 
 // Work delivers one event.
-func (d *Deliverer) Work(ctx context.Context, job *river.Job[store.DeliverArgs]) error {
+func (d *Deliverer) Work(ctx context.Context, job *river.Job[outbox.DeliverArgs]) error {
 	log := d.logger.With("route", job.Args.Route, "key", job.Args.Key, "job_id", job.ID, "attempt", job.Attempt, "event_id", job.Args.EventID, "request_id", requestID(job))
 	r := d.routes[job.Args.Route]
 	if r == nil {
@@ -185,7 +181,7 @@ func (d *Deliverer) Work(ctx context.Context, job *river.Job[store.DeliverArgs])
 	}
 	defer p.release() // when no request was sent
 	ev, err := d.store.EventForDelivery(ctx, job.Args.EventID, job.Args.ReceivedAt)
-	if errors.Is(err, store.ErrNotFound) {
+	if outbox.ErrorCode(err) == outbox.ENOTFOUND {
 		log.Error("event is no longer stored; cancelling delivery")
 		return river.JobCancel(fmt.Errorf("event %d is no longer stored, so there is nothing to deliver", job.Args.EventID))
 	}

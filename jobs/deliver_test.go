@@ -22,6 +22,7 @@ import (
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
 
+	outbox "github.com/webhook-outbox/webhook-outbox"
 	"github.com/webhook-outbox/webhook-outbox/config"
 	"github.com/webhook-outbox/webhook-outbox/internal/testdb"
 	"github.com/webhook-outbox/webhook-outbox/jobs"
@@ -113,11 +114,11 @@ routes:
 	return &bundle{pool: pool, client: client, intake: store.NewIntake(st, client), breakers: breakers}
 }
 
-func (b *bundle) accept(t *testing.T, body string, maxAttempts int) store.Accepted {
+func (b *bundle) accept(t *testing.T, body string, maxAttempts int) outbox.Accepted {
 	t.Helper()
 	var doc struct{ ID string }
 	_ = json.Unmarshal([]byte(body), &doc)
-	res, err := b.intake.Accept(context.Background(), &store.NewEvent{
+	res, err := b.intake.Accept(context.Background(), &outbox.NewEvent{
 		Route: "r", Key: doc.ID, ContentType: "application/json; charset=utf-8", Headers: http.Header{}, Body: []byte(body), MaxAttempts: maxAttempts,
 	})
 	if err != nil {
@@ -378,7 +379,7 @@ func TestMissingEventIsCancelled(t *testing.T) {
 	t.Parallel()
 	tg := newTarget(t, func(w http.ResponseWriter, _ *http.Request) {})
 	b := setup(t, tg.URL, "")
-	job, err := b.client.Insert(context.Background(), store.DeliverArgs{EventID: 999999, Route: "r", Key: "ghost"}, &river.InsertOpts{Queue: "r"})
+	job, err := b.client.Insert(context.Background(), outbox.DeliverArgs{EventID: 999999, Route: "r", Key: "ghost"}, &river.InsertOpts{Queue: "r"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,7 +10,7 @@ import (
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
 
-	"github.com/webhook-outbox/webhook-outbox/store"
+	outbox "github.com/webhook-outbox/webhook-outbox"
 )
 
 // Outcomes of a delivery attempt, as the outcome label of
@@ -118,7 +118,7 @@ func (m *Metrics) SetCircuitState(route string, s CircuitState) {
 // so the counts follow River's own rules without touching the worker.
 func (m *Metrics) middleware() rivertype.WorkerMiddleware {
 	return river.WorkerMiddlewareFunc(func(ctx context.Context, job *rivertype.JobRow, doInner func(context.Context) error) (err error) {
-		if job.Kind != store.DeliverKind {
+		if job.Kind != outbox.DeliverKind {
 			return doInner(ctx)
 		}
 		start := time.Now()

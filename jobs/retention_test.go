@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
+	outbox "github.com/webhook-outbox/webhook-outbox"
 	"github.com/webhook-outbox/webhook-outbox/jobs"
-	"github.com/webhook-outbox/webhook-outbox/store"
 )
 
 // TestDeadLettersOutliveRiverDefaults ages jobs by hand and lets River's
@@ -50,7 +50,7 @@ func TestDeadLettersOutliveRiverDefaults(t *testing.T) {
 			ids := map[string]int64{}
 			for key, a := range aged {
 				// Queue "parked" has no worker, so nothing runs these jobs.
-				res, err := b.intake.Accept(context.Background(), &store.NewEvent{Route: "parked", Key: key, ContentType: "application/json", Headers: http.Header{}, Body: []byte(`{}`), MaxAttempts: 3})
+				res, err := b.intake.Accept(context.Background(), &outbox.NewEvent{Route: "parked", Key: key, ContentType: "application/json", Headers: http.Header{}, Body: []byte(`{}`), MaxAttempts: 3})
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/webhook-outbox/webhook-outbox/config"
+	"github.com/webhook-outbox/webhook-outbox/internal/whsig"
 )
 
 // Standard Webhooks headers on a signed delivery.
@@ -42,7 +42,7 @@ func (s *signer) sign(h http.Header, id string, now time.Time, body []byte) {
 	ts := strconv.FormatInt(now.Unix(), 10)
 	sigs := make([]string, len(s.keys))
 	for i, key := range s.keys {
-		sigs[i] = "v1," + base64.StdEncoding.EncodeToString(config.StandardWebhooksSignature(key, id, ts, body))
+		sigs[i] = "v1," + base64.StdEncoding.EncodeToString(whsig.Sign(key, id, ts, body))
 	}
 	h.Set(HeaderWebhookID, id)
 	h.Set(HeaderWebhookTimestamp, ts)

@@ -5,18 +5,18 @@ import (
 	"testing"
 	"time"
 
-	"github.com/webhook-outbox/webhook-outbox/config"
+	"github.com/webhook-outbox/webhook-outbox/internal/whsig"
 )
 
 // TestSignKnownAnswer signs the example of the Standard Webhooks
 // specification and gets its published signature.
 func TestSignKnownAnswer(t *testing.T) {
 	t.Parallel()
-	key, err := config.DecodeStandardWebhooksSecret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+	key, err := whsig.DecodeSecret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
 	if err != nil {
 		t.Fatal(err)
 	}
-	other, _ := config.DecodeStandardWebhooksSecret("whsec_" + "c2Vjb25kLWtleQ==")
+	other, _ := whsig.DecodeSecret("whsec_" + "c2Vjb25kLWtleQ==")
 	h := http.Header{}
 	newSigner([][]byte{key, other}).sign(h, "msg_p5jXN8AQM9LWM0D4loKWxJek", time.Unix(1614265330, 0), []byte(`{"test": 2432232314}`))
 	want := map[string]string{

@@ -17,6 +17,7 @@ import (
 
 	"github.com/riverqueue/river/rivertype"
 
+	outbox "github.com/webhook-outbox/webhook-outbox"
 	"github.com/webhook-outbox/webhook-outbox/config"
 	"github.com/webhook-outbox/webhook-outbox/internal/testdb"
 	"github.com/webhook-outbox/webhook-outbox/jobs"
@@ -104,7 +105,7 @@ routes:
 	body := `{"id":"conv-42","n":1}`
 	var jobIDs []int64
 	for _, route := range []string{"signed", "plain"} {
-		res, err := b.intake.Accept(context.Background(), &store.NewEvent{Route: route, Key: "conv-42", ContentType: "application/json", Body: []byte(body), MaxAttempts: 5})
+		res, err := b.intake.Accept(context.Background(), &outbox.NewEvent{Route: route, Key: "conv-42", ContentType: "application/json", Body: []byte(body), MaxAttempts: 5})
 		if err != nil {
 			t.Fatal(err)
 		}

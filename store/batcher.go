@@ -3,6 +3,8 @@ package store
 import (
 	"context"
 	"time"
+
+	outbox "github.com/webhook-outbox/webhook-outbox"
 )
 
 // Batcher is intake's group commit: concurrent webhooks share transactions.
@@ -10,7 +12,7 @@ import (
 // multi-row insert, one job insert, one commit) and answers each with its
 // own outcome; see groupCommit.
 type Batcher struct {
-	g *groupCommit[*NewEvent, Accepted]
+	g *groupCommit[*outbox.NewEvent, outbox.Accepted]
 }
 
 // BatcherOptions tune a Batcher.
@@ -43,7 +45,7 @@ func NewBatcher(intake *Intake, opts BatcherOptions) *Batcher {
 	if opts.Timeout <= 0 {
 		opts.Timeout = 2 * time.Second
 	}
-	commit := func(ctx context.Context, evs []*NewEvent) ([]Accepted, error) {
+	commit := func(ctx context.Context, evs []*outbox.NewEvent) ([]outbox.Accepted, error) {
 		opts.Pressure.note(len(evs))
 		return intake.AcceptBatch(ctx, evs)
 	}
@@ -54,7 +56,7 @@ func NewBatcher(intake *Intake, opts BatcherOptions) *Batcher {
 // first, it returns ctx's error; the event may still be committed by its
 // batch, which a sender's retry then finds as a duplicate. It is never
 // reported stored when it is not.
-func (b *Batcher) Accept(ctx context.Context, ev *NewEvent) (Accepted, error) {
+func (b *Batcher) Accept(ctx context.Context, ev *outbox.NewEvent) (outbox.Accepted, error) {
 	return b.g.do(ctx, ev)
 }
 

@@ -10,11 +10,12 @@ import (
 	"testing"
 	"time"
 
+	outbox "github.com/webhook-outbox/webhook-outbox"
 	"github.com/webhook-outbox/webhook-outbox/store"
 )
 
-func newEvent(key string) *store.NewEvent {
-	return &store.NewEvent{Route: "r", Key: key, ContentType: "application/json", Headers: http.Header{"X-N": {key}}, Body: []byte(`{"id":"` + key + `"}`), MaxAttempts: 3}
+func newEvent(key string) *outbox.NewEvent {
+	return &outbox.NewEvent{Route: "r", Key: key, ContentType: "application/json", Headers: http.Header{"X-N": {key}}, Body: []byte(`{"id":"` + key + `"}`), MaxAttempts: 3}
 }
 
 // TestAcceptBatchMixedDuplicates puts in one batch a key already stored,
@@ -28,7 +29,7 @@ func TestAcceptBatchMixedDuplicates(t *testing.T) {
 	}
 	first, second := newEvent("twice"), newEvent("twice")
 	second.Body = []byte(`{"id":"twice","second":true}`)
-	res, err := b.intake.AcceptBatch(ctx, []*store.NewEvent{newEvent("a"), newEvent("old"), first, second, newEvent("b")})
+	res, err := b.intake.AcceptBatch(ctx, []*outbox.NewEvent{newEvent("a"), newEvent("old"), first, second, newEvent("b")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +65,7 @@ func TestBatcherManyConcurrentRequests(t *testing.T) {
 	defer batcher.Close()
 	const n = 200
 	var wg sync.WaitGroup
-	results := make([]store.Accepted, n)
+	results := make([]outbox.Accepted, n)
 	errs := make([]error, n)
 	for i := range n {
 		wg.Go(func() {
@@ -104,7 +105,7 @@ func TestBatchFailureFailsOnlyItsRequests(t *testing.T) {
 	ctx := context.Background()
 	// A single batch with a bad event: nothing of it is stored.
 	bad := newEvent(strings.Repeat("x", 600)) // over the 512-byte key constraint
-	if _, err := b.intake.AcceptBatch(ctx, []*store.NewEvent{newEvent("good-1"), bad, newEvent("good-2")}); err == nil {
+	if _, err := b.intake.AcceptBatch(ctx, []*outbox.NewEvent{newEvent("good-1"), bad, newEvent("good-2")}); err == nil {
 		t.Fatal("a batch with an invalid event succeeded")
 	}
 	if n := b.count(t, `SELECT count(*) FROM events`); n != 0 {

@@ -14,6 +14,7 @@ import (
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/rivertype"
 
+	outbox "github.com/webhook-outbox/webhook-outbox"
 	"github.com/webhook-outbox/webhook-outbox/sql/dbsqlc"
 )
 
@@ -24,7 +25,7 @@ import (
 // per delivery, which is what limits delivery rate on ordinary disks.
 type Completer struct {
 	store *Store
-	g     *groupCommit[*river.Job[DeliverArgs], struct{}]
+	g     *groupCommit[*river.Job[outbox.DeliverArgs], struct{}]
 }
 
 // NewCompleter starts a Completer. Close stops it.
@@ -38,7 +39,7 @@ func NewCompleter(st *Store, workers, maxBatch int, timeout time.Duration) *Comp
 // transaction it shares with other deliveries, and returns after the
 // commit. When the worker then returns, River finds the job already
 // completed and leaves it, as after river.JobCompleteTx.
-func (c *Completer) Complete(ctx context.Context, job *river.Job[DeliverArgs]) error {
+func (c *Completer) Complete(ctx context.Context, job *river.Job[outbox.DeliverArgs]) error {
 	_, err := c.g.do(ctx, job)
 	return err
 }
@@ -46,7 +47,7 @@ func (c *Completer) Complete(ctx context.Context, job *river.Job[DeliverArgs]) e
 // Close stops taking deliveries and waits for the commits under way.
 func (c *Completer) Close() { c.g.close() }
 
-func (c *Completer) commit(ctx context.Context, jobs []*river.Job[DeliverArgs]) ([]struct{}, error) {
+func (c *Completer) commit(ctx context.Context, jobs []*river.Job[outbox.DeliverArgs]) ([]struct{}, error) {
 	err := c.commitOnce(ctx, jobs)
 	// Retention may be moving one of these events to events_retained at
 	// this moment (a cross-partition update): Postgres then refuses with a
@@ -61,7 +62,7 @@ func (c *Completer) commit(ctx context.Context, jobs []*river.Job[DeliverArgs]) 
 	return make([]struct{}, len(jobs)), nil
 }
 
-func (c *Completer) commitOnce(ctx context.Context, jobs []*river.Job[DeliverArgs]) error {
+func (c *Completer) commitOnce(ctx context.Context, jobs []*river.Job[outbox.DeliverArgs]) error {
 	now := time.Now()
 	marks := dbsqlc.MarkEventsDeliveredParams{
 		Ids: make([]int64, len(jobs)), ReceivedAts: make([]time.Time, len(jobs)), Attempts: make([]int32, len(jobs)),

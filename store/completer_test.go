@@ -10,6 +10,7 @@ import (
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
 
+	outbox "github.com/webhook-outbox/webhook-outbox"
 	"github.com/webhook-outbox/webhook-outbox/store"
 )
 
@@ -22,7 +23,7 @@ func TestCompleterRecordsConcurrentDeliveries(t *testing.T) {
 	b := setup(t)
 	ctx := context.Background()
 	const n = 100
-	evs := make([]*store.NewEvent, n)
+	evs := make([]*outbox.NewEvent, n)
 	for i := range n {
 		evs[i] = newEvent(fmt.Sprint("done-", i))
 	}
@@ -37,7 +38,7 @@ func TestCompleterRecordsConcurrentDeliveries(t *testing.T) {
 	}
 	type row struct {
 		id   int64
-		args store.DeliverArgs
+		args outbox.DeliverArgs
 	}
 	var jobs []row
 	for rows.Next() {
@@ -58,7 +59,7 @@ func TestCompleterRecordsConcurrentDeliveries(t *testing.T) {
 	errs := make([]error, n)
 	for i, j := range jobs {
 		wg.Go(func() {
-			job := &river.Job[store.DeliverArgs]{JobRow: &rivertype.JobRow{ID: j.id, Attempt: 2, State: rivertype.JobStateRunning}, Args: j.args}
+			job := &river.Job[outbox.DeliverArgs]{JobRow: &rivertype.JobRow{ID: j.id, Attempt: 2, State: rivertype.JobStateRunning}, Args: j.args}
 			errs[i] = c.Complete(ctx, job)
 		})
 	}

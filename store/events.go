@@ -5,58 +5,27 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
-	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river/rivertype"
+
+	outbox "github.com/webhook-outbox/webhook-outbox"
 
 	"github.com/webhook-outbox/webhook-outbox/sql/dbsqlc"
 )
 
-// EventDetail is everything known about one event: what was received, and
-// every delivery job it has had with every attempt's error.
-type EventDetail struct {
-	ID               int64           `json:"event_id"`
-	Route            string          `json:"route"`
-	Key              string          `json:"key"`
-	ReceivedAt       time.Time       `json:"received_at"`
-	ContentType      string          `json:"content_type"`
-	Headers          http.Header     `json:"headers"`
-	Payload          json.RawMessage `json:"payload"`
-	DeliveredAt      *time.Time      `json:"delivered_at"`
-	DeliveryAttempts *int32          `json:"delivery_attempts"`
-	// State sums up the event: delivered, queued, delivering, retrying,
-	// scheduled (a snooze or a distant retry), dead, or undelivered (no job
-	// left: cleaned away after dead_letter_retention).
-	State string      `json:"state"`
-	Jobs  []JobDetail `json:"jobs"`
-}
-
-// JobDetail is one delivery job of an event.
-type JobDetail struct {
-	ID          int64          `json:"job_id"`
-	State       string         `json:"state"`
-	Attempt     int            `json:"attempt"`
-	MaxAttempts int            `json:"max_attempts"`
-	CreatedAt   time.Time      `json:"created_at"`
-	ScheduledAt time.Time      `json:"scheduled_at"`
-	AttemptedAt *time.Time     `json:"attempted_at"`
-	FinalizedAt *time.Time     `json:"finalized_at"`
-	Errors      []AttemptError `json:"errors"`
-}
-
 // EventByKey returns the event stored for (route, key).
-func (s *Store) EventByKey(ctx context.Context, route, key string) (*EventDetail, error) {
+func (s *Store) EventByKey(ctx context.Context, route, key string) (*outbox.EventDetail, error) {
 	row, err := s.q.GetEventByKey(ctx, dbsqlc.GetEventByKeyParams{Route: route, Key: key})
 	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, fmt.Errorf("%w: no event %s/%s (never received, or removed by event_retention)", ErrNotFound, route, key)
+		return nil, outbox.Errorf(outbox.ENOTFOUND, "no event %s/%s (never received, or removed by event_retention)", route, key)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("error loading event: %w", err)
 	}
-	ev := &EventDetail{
+	ev := &outbox.EventDetail{
 		ID: row.ID, Route: row.Route, Key: row.Key, ReceivedAt: row.ReceivedAt, ContentType: row.ContentType,
-		DeliveredAt: row.DeliveredAt, DeliveryAttempts: row.DeliveryAttempts, Jobs: []JobDetail{},
+		DeliveredAt: row.DeliveredAt, DeliveryAttempts: row.DeliveryAttempts, Jobs: []outbox.JobDetail{},
 	}
 	_ = json.Unmarshal(row.Headers, &ev.Headers)
 	if json.Valid(row.Body) {
@@ -70,13 +39,13 @@ func (s *Store) EventByKey(ctx context.Context, route, key string) (*EventDetail
 		return nil, fmt.Errorf("error loading delivery jobs: %w", err)
 	}
 	for _, j := range jobs {
-		jd := JobDetail{
+		jd := outbox.JobDetail{
 			ID: j.ID, State: string(j.State), Attempt: int(j.Attempt), MaxAttempts: int(j.MaxAttempts),
 			CreatedAt: j.CreatedAt, ScheduledAt: j.ScheduledAt, AttemptedAt: j.AttemptedAt, FinalizedAt: j.FinalizedAt,
-			Errors: []AttemptError{},
+			Errors: []outbox.AttemptError{},
 		}
 		for _, raw := range j.Errors {
-			var e AttemptError
+			var e outbox.AttemptError
 			if json.Unmarshal(raw, &e) == nil {
 				jd.Errors = append(jd.Errors, e)
 			}
@@ -88,26 +57,26 @@ func (s *Store) EventByKey(ctx context.Context, route, key string) (*EventDetail
 }
 
 // eventState sums up an event from its newest job and its delivery record.
-func eventState(ev *EventDetail) string {
+func eventState(ev *outbox.EventDetail) outbox.EventState {
 	if len(ev.Jobs) > 0 {
 		last := ev.Jobs[len(ev.Jobs)-1]
-		switch last.State {
-		case "available", "pending":
-			return "queued"
-		case "running":
-			return "delivering"
-		case "retryable":
-			return "retrying"
-		case "scheduled":
-			return "scheduled"
-		case "discarded", "cancelled":
+		switch rivertype.JobState(last.State) {
+		case rivertype.JobStateAvailable, rivertype.JobStatePending:
+			return outbox.EventQueued
+		case rivertype.JobStateRunning:
+			return outbox.EventDelivering
+		case rivertype.JobStateRetryable:
+			return outbox.EventRetrying
+		case rivertype.JobStateScheduled:
+			return outbox.EventScheduled
+		case rivertype.JobStateDiscarded, rivertype.JobStateCancelled:
 			if ev.DeliveredAt == nil || ev.DeliveredAt.Before(*last.FinalizedAt) {
-				return "dead"
+				return outbox.EventDead
 			}
 		}
 	}
 	if ev.DeliveredAt != nil {
-		return "delivered"
+		return outbox.EventDelivered
 	}
-	return "undelivered"
+	return outbox.EventUndelivered
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	outbox "github.com/webhook-outbox/webhook-outbox"
 	"github.com/webhook-outbox/webhook-outbox/store"
 )
 
@@ -134,7 +135,7 @@ func (b *bundle) measure(t *testing.T, label string) measurement {
 	var intake []time.Duration
 	for i := range 50 {
 		t0 := time.Now()
-		_, err := b.intake.Accept(ctx, &store.NewEvent{Route: "genesys", Key: fmt.Sprintf("%s-probe-%d", label, i), ContentType: "application/json",
+		_, err := b.intake.Accept(ctx, &outbox.NewEvent{Route: "genesys", Key: fmt.Sprintf("%s-probe-%d", label, i), ContentType: "application/json",
 			Headers: http.Header{}, Body: []byte(`{"id":"probe"}`), MaxAttempts: 10})
 		if err != nil {
 			t.Fatal(err)
@@ -144,7 +145,7 @@ func (b *bundle) measure(t *testing.T, label string) measurement {
 	var listing []time.Duration
 	for range 10 {
 		t0 := time.Now()
-		if _, _, err := b.store.ListDeadLetters(ctx, store.DeadLetterFilter{Route: "genesys"}, 100, ""); err != nil {
+		if _, _, err := b.store.ListDeadLetters(ctx, outbox.DeadLetterFilter{Route: "genesys"}, 100, ""); err != nil {
 			t.Fatal(err)
 		}
 		listing = append(listing, time.Since(t0))

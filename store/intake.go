@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"strings"
 	"time"
 
@@ -14,38 +13,10 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/riverqueue/river"
 
+	outbox "github.com/webhook-outbox/webhook-outbox"
+
 	"github.com/webhook-outbox/webhook-outbox/sql/dbsqlc"
 )
-
-// NewEvent is a webhook that passed intake's checks and is ready to store.
-type NewEvent struct {
-	Route       string
-	Key         string
-	ContentType string
-	// Headers are the request headers to keep, already stripped of
-	// credentials and signatures.
-	Headers http.Header
-	Body    []byte
-	// MaxAttempts is the route's retry budget for the delivery job.
-	MaxAttempts int
-	// RequestID is the intake request's id. It is kept in the delivery
-	// job's metadata, so that delivery log lines carry it too and one grep
-	// follows a webhook from intake to its last delivery attempt.
-	RequestID string
-}
-
-// MetadataRequestID is the delivery job metadata key holding the id of the
-// intake request that stored the event.
-const MetadataRequestID = "request_id"
-
-// Accepted is the outcome of storing a NewEvent.
-type Accepted struct {
-	// Duplicate is true when the (route, key) was already stored; nothing
-	// new was written.
-	Duplicate bool
-	EventID   int64
-	JobID     int64
-}
 
 // Intake stores accepted webhooks: event rows and their delivery jobs in one
 // transaction.
@@ -64,10 +35,10 @@ func NewIntake(store *Store, jobs JobInserter) *Intake {
 // stored concurrently by another request, comes back as a Duplicate with no
 // new row and no new job. Serve groups concurrent requests into shared
 // transactions with a Batcher instead.
-func (in *Intake) Accept(ctx context.Context, ev *NewEvent) (Accepted, error) {
-	res, err := in.AcceptBatch(ctx, []*NewEvent{ev})
+func (in *Intake) Accept(ctx context.Context, ev *outbox.NewEvent) (outbox.Accepted, error) {
+	res, err := in.AcceptBatch(ctx, []*outbox.NewEvent{ev})
 	if err != nil {
-		return Accepted{}, err
+		return outbox.Accepted{}, err
 	}
 	return res[0], nil
 }
@@ -76,7 +47,7 @@ func (in *Intake) Accept(ctx context.Context, ev *NewEvent) (Accepted, error) {
 // transaction, and returns each one's outcome, in order, only after the
 // commit. Within the batch, the first event of a (route, key) wins and the
 // others are duplicates. If the transaction fails, every event in it fails.
-func (in *Intake) AcceptBatch(ctx context.Context, evs []*NewEvent) ([]Accepted, error) {
+func (in *Intake) AcceptBatch(ctx context.Context, evs []*outbox.NewEvent) ([]outbox.Accepted, error) {
 	params := dbsqlc.InsertEventsParams{
 		Routes: make([]string, len(evs)), Keys: make([]string, len(evs)), ContentTypes: make([]string, len(evs)),
 		Headers: make([][]byte, len(evs)), Bodies: make([][]byte, len(evs)),
@@ -105,8 +76,8 @@ func (in *Intake) AcceptBatch(ctx context.Context, evs []*NewEvent) ([]Accepted,
 
 type routeKey struct{ route, key string }
 
-func (in *Intake) acceptBatch(ctx context.Context, evs []*NewEvent, params dbsqlc.InsertEventsParams) ([]Accepted, error) {
-	res := make([]Accepted, len(evs))
+func (in *Intake) acceptBatch(ctx context.Context, evs []*outbox.NewEvent, params dbsqlc.InsertEventsParams) ([]outbox.Accepted, error) {
+	res := make([]outbox.Accepted, len(evs))
 	err := pgx.BeginFunc(ctx, in.store.pool, func(tx pgx.Tx) error {
 		q := in.store.q.WithTx(tx)
 		if err := q.LockEventKeys(ctx, dbsqlc.LockEventKeysParams{Routes: params.Routes, Keys: params.Keys}); err != nil {
@@ -126,17 +97,17 @@ func (in *Intake) acceptBatch(ctx context.Context, evs []*NewEvent, params dbsql
 			rk := routeKey{ev.Route, ev.Key}
 			row, ok := inserted[rk]
 			if !ok {
-				res[i] = Accepted{Duplicate: true}
+				res[i] = outbox.Accepted{Duplicate: true}
 				continue
 			}
 			delete(inserted, rk) // a later event of the same key is a duplicate
-			res[i] = Accepted{EventID: row.ID}
+			res[i] = outbox.Accepted{EventID: row.ID}
 			opts := &river.InsertOpts{Queue: ev.Route, MaxAttempts: ev.MaxAttempts}
 			if ev.RequestID != "" {
-				opts.Metadata, _ = json.Marshal(map[string]string{MetadataRequestID: ev.RequestID})
+				opts.Metadata, _ = json.Marshal(map[string]string{outbox.MetadataRequestID: ev.RequestID})
 			}
 			jobs = append(jobs, river.InsertManyParams{
-				Args:       DeliverArgs{EventID: row.ID, Route: ev.Route, Key: ev.Key, ReceivedAt: row.ReceivedAt},
+				Args:       outbox.DeliverArgs{EventID: row.ID, Route: ev.Route, Key: ev.Key, ReceivedAt: row.ReceivedAt},
 				InsertOpts: opts,
 			})
 			owner = append(owner, i)

@@ -14,6 +14,8 @@ import (
 // each waits at most maxYield.
 type IntakePressure struct {
 	busyUntil atomic.Int64 // unix nanoseconds
+	// now is the clock; time.Now when nil. Tests set it.
+	now func() time.Time
 }
 
 const (
@@ -26,11 +28,18 @@ const (
 
 func (p *IntakePressure) note(batch int) {
 	if p != nil && batch >= pressureBatch {
-		p.busyUntil.Store(time.Now().Add(pressureWindow).UnixNano())
+		p.busyUntil.Store(p.clock().Add(pressureWindow).UnixNano())
 	}
 }
 
 // Busy reports whether intake has been queueing requests just now.
 func (p *IntakePressure) Busy() bool {
-	return p != nil && time.Now().UnixNano() < p.busyUntil.Load()
+	return p != nil && p.clock().UnixNano() < p.busyUntil.Load()
+}
+
+func (p *IntakePressure) clock() time.Time {
+	if p.now != nil {
+		return p.now()
+	}
+	return time.Now()
 }

@@ -7,149 +7,113 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
 
+	outbox "github.com/webhook-outbox/webhook-outbox"
 	"github.com/webhook-outbox/webhook-outbox/sql/dbsqlc"
 )
 
-// ReplayRequest selects the events of one route received in [Since, Until),
-// in any state, to deliver again.
-type ReplayRequest struct {
+// ReplayWindow is a route's events received in [Since, Until).
+type ReplayWindow struct {
 	Route        string
 	Since, Until time.Time
-	DryRun       bool
-	// Progress, if set, is called after each batch with the events handled
-	// so far and the number matched at the start.
-	Progress func(done, total int64)
 }
 
-// ReplayResult says what a replay did, or with DryRun would do.
-type ReplayResult struct {
-	DryRun  bool  `json:"dry_run"`
-	Matched int64 `json:"matched"`
+// ReplayCandidate is an event a replay selects.
+type ReplayCandidate struct {
+	ID          int64
+	Key         string
+	ReceivedAt  time.Time
+	DeliveredAt *time.Time
+}
+
+// CountReplay counts the events in w.
+func (s *Store) CountReplay(ctx context.Context, w ReplayWindow) (int64, error) {
+	n, err := s.q.CountReplay(ctx, dbsqlc.CountReplayParams{Route: w.Route, Since: w.Since, Until: w.Until})
+	if err != nil {
+		return 0, fmt.Errorf("error counting events: %w", err)
+	}
+	return n, nil
+}
+
+// ReplayCandidates returns up to max events of w in (received_at, id)
+// order after the event (afterAt, afterID).
+func (s *Store) ReplayCandidates(ctx context.Context, w ReplayWindow, afterAt time.Time, afterID int64, max int) ([]ReplayCandidate, error) {
+	rows, err := s.q.ReplayBatch(ctx, dbsqlc.ReplayBatchParams{
+		Route: w.Route, Since: w.Since, Until: w.Until, AfterReceivedAt: afterAt, AfterID: afterID, MaxRows: int32(max),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("error selecting events: %w", err)
+	}
+	out := make([]ReplayCandidate, len(rows))
+	for i, r := range rows {
+		out[i] = ReplayCandidate{ID: r.ID, Key: r.Key, ReceivedAt: r.ReceivedAt, DeliveredAt: r.DeliveredAt}
+	}
+	return out, nil
+}
+
+// ReplayOutcome counts what ReplayEvents did.
+type ReplayOutcome struct {
 	// Replayed events got a new delivery job.
-	Replayed int64 `json:"replayed"`
-	// Revived events were dead letters; their job was given back to the
-	// workers with a full retry budget, as a retry does.
-	Revived int64 `json:"revived"`
-	// Skipped events already have a delivery waiting or running.
-	Skipped int64          `json:"skipped_already_queued"`
-	Sample  []ReplayedItem `json:"sample,omitempty"`
+	Replayed int64
+	// Revived events were dead letters; their job was retried with the
+	// route's full budget.
+	Revived int64
+	// Skipped events already had a delivery waiting or running.
+	Skipped int64
 }
 
-// ReplayedItem is one event a replay selects.
-type ReplayedItem struct {
-	EventID     int64      `json:"event_id"`
-	Key         string     `json:"key"`
-	ReceivedAt  time.Time  `json:"received_at"`
-	DeliveredAt *time.Time `json:"delivered_at"`
-}
-
-const replayBatchSize = 500
-
-// Replay delivers stored events again, whatever happened to them before: the
-// target may have acknowledged them and lost them. Each event keeps its key,
-// so X-Outbox-Key is the same as the first time and the target can
-// deduplicate. It works from the events table, so it needs no old job row.
-// An event with a delivery already waiting is skipped, so a replay run twice
-// does not queue it twice. Batches are separate transactions.
-func (a *Admin) Replay(ctx context.Context, req ReplayRequest) (*ReplayResult, error) {
-	route, err := a.checkRoute(req.Route)
-	if err != nil {
-		return nil, err
-	}
-	if req.Since.IsZero() {
-		return nil, invalidf("replay needs a start time (since)")
-	}
-	now := a.now()
-	if req.Until.IsZero() || req.Until.After(now) {
-		req.Until = now
-	}
-	if !req.Since.Before(req.Until) {
-		return nil, invalidf("the window is empty: since (%s) is not before until (%s)", req.Since.Format(time.RFC3339), req.Until.Format(time.RFC3339))
-	}
-	res := &ReplayResult{DryRun: req.DryRun}
-	res.Matched, err = a.store.q.CountReplay(ctx, dbsqlc.CountReplayParams{Route: req.Route, Since: req.Since, Until: req.Until})
-	if err != nil {
-		return nil, fmt.Errorf("error counting events: %w", err)
-	}
-	after := dbsqlc.ReplayBatchParams{Route: req.Route, Since: req.Since, Until: req.Until, AfterReceivedAt: req.Since.Add(-time.Microsecond), MaxRows: replayBatchSize}
-	var done int64
-	for {
-		if err := ctx.Err(); err != nil {
-			return res, fmt.Errorf("interrupted after %d of %d events; running it again skips those already queued: %w", done, res.Matched, err)
+// ReplayEvents delivers events of route again, in one transaction: an event
+// with a dead job gets that job back with its route's full budget, one
+// with a delivery waiting or running is skipped, and any other gets a new
+// delivery job with maxAttempts.
+func (s *Store) ReplayEvents(ctx context.Context, jobs JobInserter, route string, maxAttempts int, events []ReplayCandidate, budgets []RetryBudget) (ReplayOutcome, error) {
+	var out ReplayOutcome
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		q := s.q.WithTx(tx)
+		ids := make([]int64, len(events))
+		for i, ev := range events {
+			ids[i] = ev.ID
 		}
-		batch, err := a.store.q.ReplayBatch(ctx, after)
+		open, err := q.OpenJobsForEvents(ctx, ids)
 		if err != nil {
-			return res, fmt.Errorf("error selecting events: %w", err)
+			return fmt.Errorf("error loading jobs: %w", err)
 		}
-		if len(batch) == 0 {
-			break
-		}
-		last := batch[len(batch)-1]
-		after.AfterReceivedAt, after.AfterID = last.ReceivedAt, last.ID
-		for _, ev := range batch {
-			if len(res.Sample) < 10 {
-				res.Sample = append(res.Sample, ReplayedItem{EventID: ev.ID, Key: ev.Key, ReceivedAt: ev.ReceivedAt, DeliveredAt: ev.DeliveredAt})
+		active, dead := map[int64]bool{}, map[int64]int64{}
+		for _, j := range open {
+			switch rivertype.JobState(j.State) {
+			case rivertype.JobStateDiscarded, rivertype.JobStateCancelled:
+				dead[j.EventID] = j.ID // the newest, as rows come in id order
+			default:
+				active[j.EventID] = true
 			}
 		}
-		if req.DryRun {
-			break
+		var inserts []river.InsertManyParams
+		var revive []int64
+		for _, ev := range events {
+			switch {
+			case active[ev.ID]:
+				out.Skipped++
+			case dead[ev.ID] != 0:
+				revive = append(revive, dead[ev.ID])
+			default:
+				inserts = append(inserts, river.InsertManyParams{
+					Args:       outbox.DeliverArgs{EventID: ev.ID, Route: route, Key: ev.Key, ReceivedAt: ev.ReceivedAt},
+					InsertOpts: &river.InsertOpts{Queue: route, MaxAttempts: maxAttempts},
+				})
+			}
 		}
-		var replayed, revived, skipped int64
-		err = pgx.BeginFunc(ctx, a.store.pool, func(tx pgx.Tx) error {
-			q := a.store.q.WithTx(tx)
-			ids := make([]int64, len(batch))
-			for i, ev := range batch {
-				ids[i] = ev.ID
+		if len(inserts) > 0 {
+			if _, err := jobs.InsertManyTx(ctx, tx, inserts); err != nil {
+				return fmt.Errorf("error enqueuing deliveries: %w", err)
 			}
-			open, err := q.OpenJobsForEvents(ctx, ids)
-			if err != nil {
-				return fmt.Errorf("error loading jobs: %w", err)
-			}
-			active, dead := map[int64]bool{}, map[int64]int64{}
-			for _, j := range open {
-				switch j.State {
-				case "discarded", "cancelled":
-					dead[j.EventID] = j.ID // the newest, as rows come in id order
-				default:
-					active[j.EventID] = true
-				}
-			}
-			var inserts []river.InsertManyParams
-			var revive []int64
-			skipped = 0
-			for _, ev := range batch {
-				switch {
-				case active[ev.ID]:
-					skipped++
-				case dead[ev.ID] != 0:
-					revive = append(revive, dead[ev.ID])
-				default:
-					inserts = append(inserts, river.InsertManyParams{
-						Args:       DeliverArgs{EventID: ev.ID, Route: req.Route, Key: ev.Key, ReceivedAt: ev.ReceivedAt},
-						InsertOpts: &river.InsertOpts{Queue: req.Route, MaxAttempts: route.Retry.MaxAttempts},
-					})
-				}
-			}
-			if len(inserts) > 0 {
-				if _, err := a.jobs.InsertManyTx(ctx, tx, inserts); err != nil {
-					return fmt.Errorf("error enqueuing deliveries: %w", err)
-				}
-			}
-			replayed = int64(len(inserts))
-			revived, err = a.retryJobs(ctx, q, revive)
-			return err
-		})
-		if err != nil {
-			return res, fmt.Errorf("replay stopped after %d of %d events: %w", done, res.Matched, err)
 		}
-		res.Replayed += replayed
-		res.Revived += revived
-		res.Skipped += skipped
-		done += int64(len(batch))
-		if req.Progress != nil {
-			req.Progress(done, res.Matched)
-		}
+		out.Replayed = int64(len(inserts))
+		out.Revived, err = retryJobs(ctx, q, revive, budgets)
+		return err
+	})
+	if err != nil {
+		return ReplayOutcome{}, err
 	}
-	return res, nil
+	return out, nil
 }

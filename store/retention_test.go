@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
 
+	outbox "github.com/webhook-outbox/webhook-outbox"
 	"github.com/webhook-outbox/webhook-outbox/internal/testdb"
 	"github.com/webhook-outbox/webhook-outbox/jobs"
 	"github.com/webhook-outbox/webhook-outbox/store"
@@ -199,7 +200,7 @@ func TestDedupeAcrossPartitions(t *testing.T) {
 	b.insertAged(t, "retained", day(2), false, "available", 0)
 	b.exec(t, `UPDATE events SET retained = true WHERE key = 'retained'`)
 	for _, key := range []string{"two-days-old", "retained"} {
-		res, err := b.intake.Accept(ctx, &store.NewEvent{Route: "r", Key: key, ContentType: "application/json", Headers: http.Header{}, Body: []byte(`{}`), MaxAttempts: 3})
+		res, err := b.intake.Accept(ctx, &outbox.NewEvent{Route: "r", Key: key, ContentType: "application/json", Headers: http.Header{}, Body: []byte(`{}`), MaxAttempts: 3})
 		if err != nil || !res.Duplicate {
 			t.Errorf("%s sent again: %+v %v, want a duplicate", key, res, err)
 		}
@@ -220,7 +221,7 @@ func TestIntakeCreatesAMissingPartition(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.exec(t, `DROP TABLE `+name)
-	res, err := b.intake.Accept(ctx, &store.NewEvent{Route: "r", Key: "k", ContentType: "application/json", Headers: http.Header{}, Body: []byte(`{}`), MaxAttempts: 3})
+	res, err := b.intake.Accept(ctx, &outbox.NewEvent{Route: "r", Key: "k", ContentType: "application/json", Headers: http.Header{}, Body: []byte(`{}`), MaxAttempts: 3})
 	if err != nil || res.Duplicate {
 		t.Fatalf("accept without a partition: %+v %v", res, err)
 	}

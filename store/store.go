@@ -14,30 +14,11 @@ import (
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
 
+	outbox "github.com/webhook-outbox/webhook-outbox"
+	"github.com/webhook-outbox/webhook-outbox/config"
 	"github.com/webhook-outbox/webhook-outbox/migrations"
 	"github.com/webhook-outbox/webhook-outbox/sql/dbsqlc"
 )
-
-// DeliverKind is the River job kind of a delivery.
-const DeliverKind = "deliver"
-
-// DeliverArgs are a delivery job's args: which event to deliver. They carry
-// identifiers only, never the payload or a secret, because River UI shows
-// them to operators.
-type DeliverArgs struct {
-	EventID int64  `json:"event_id"`
-	Route   string `json:"route"`
-	Key     string `json:"key"`
-	// ReceivedAt is the event's partition key: lookups by id pass it so
-	// Postgres reads one partition, not all.
-	ReceivedAt time.Time `json:"received_at"`
-}
-
-// Kind is the River job kind.
-func (DeliverArgs) Kind() string { return DeliverKind }
-
-// ErrNotFound is returned when a looked-up row does not exist.
-var ErrNotFound = errors.New("not found")
 
 // Store runs webhook-outbox's queries.
 type Store struct {
@@ -54,12 +35,9 @@ type Store struct {
 	stepHook func(ctx context.Context, step string) error
 }
 
-// DefaultPartitionInterval is a day.
-const DefaultPartitionInterval = 24 * time.Hour
-
 // New returns a Store over pool.
 func New(pool *pgxpool.Pool) *Store {
-	return &Store{pool: pool, q: dbsqlc.New(pool), PartitionInterval: DefaultPartitionInterval}
+	return &Store{pool: pool, q: dbsqlc.New(pool), PartitionInterval: config.DefaultPartitionInterval}
 }
 
 // Pool returns the connection pool, for River's driver.
@@ -93,31 +71,30 @@ func redactURL(c *pgx.ConnConfig) string {
 }
 
 // CheckSchema returns nil when the database's schema is exactly the version
-// this binary carries, and otherwise an error that says what to run.
+// this binary carries, and otherwise an EUNAVAILABLE error that says what to
+// run.
 func (s *Store) CheckSchema(ctx context.Context) error {
 	row, err := s.q.SchemaVersion(ctx)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows) || isUndefinedTable(err):
-		return fmt.Errorf("the database has no webhook-outbox schema: run `outbox migrate up` (or start with `outbox serve --migrate`)")
+		return outbox.Errorf(outbox.EUNAVAILABLE, "the database has no webhook-outbox schema: run `outbox migrate up` (or start with `outbox serve --migrate`)")
 	case err != nil:
-		return fmt.Errorf("%w: cannot read the schema version: %w", ErrUnreachable, err)
+		return outbox.Wrap(outbox.EUNAVAILABLE, err, "the database is unreachable")
 	case row.Dirty:
-		return fmt.Errorf("the schema is dirty at version %d: a migration failed halfway; repair it, then run `outbox migrate force %d`", row.Version, row.Version)
+		return outbox.Errorf(outbox.EUNAVAILABLE, "the schema is dirty at version %d: a migration failed halfway; repair it, then run `outbox migrate force %d`", row.Version, row.Version)
 	case uint(row.Version) < migrations.Latest:
-		return fmt.Errorf("the schema is at version %d and this binary needs %d: run `outbox migrate up` (or start with `outbox serve --migrate`)", row.Version, migrations.Latest)
+		return outbox.Errorf(outbox.EUNAVAILABLE, "the schema is at version %d and this binary needs %d: run `outbox migrate up` (or start with `outbox serve --migrate`)", row.Version, migrations.Latest)
 	case uint(row.Version) > migrations.Latest:
-		return fmt.Errorf("the schema is at version %d, newer than this binary's %d: run the newer outbox binary, or `outbox migrate down` with it", row.Version, migrations.Latest)
+		return outbox.Errorf(outbox.EUNAVAILABLE, "the schema is at version %d, newer than this binary's %d: run the newer outbox binary, or `outbox migrate down` with it", row.Version, migrations.Latest)
 	}
 	return nil
 }
 
-// ErrUnreachable wraps failures to reach the database.
-var ErrUnreachable = errors.New("the database is unreachable")
-
-// Ready reports whether the database answers and the schema is current.
+// Ready reports whether the database answers and the schema is current:
+// nil, or an EUNAVAILABLE error that says why not.
 func (s *Store) Ready(ctx context.Context) error {
 	if err := s.pool.Ping(ctx); err != nil {
-		return fmt.Errorf("%w: %w", ErrUnreachable, err)
+		return outbox.Wrap(outbox.EUNAVAILABLE, err, "the database is unreachable")
 	}
 	return s.CheckSchema(ctx)
 }
@@ -132,12 +109,12 @@ type DeliveryEvent struct {
 	Body        []byte
 }
 
-// EventForDelivery loads an event by id and partition key. It returns
-// ErrNotFound when the event is gone.
+// EventForDelivery loads an event by id and partition key. It returns an
+// ENOTFOUND error when the event is gone.
 func (s *Store) EventForDelivery(ctx context.Context, id int64, receivedAt time.Time) (*DeliveryEvent, error) {
 	row, err := s.q.GetEventForDelivery(ctx, dbsqlc.GetEventForDeliveryParams{ID: id, ReceivedAt: receivedAt})
 	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, ErrNotFound
+		return nil, outbox.Errorf(outbox.ENOTFOUND, "event %d is no longer stored", id)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("error loading event %d: %w", id, err)

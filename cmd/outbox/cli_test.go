@@ -14,6 +14,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	outbox "github.com/webhook-outbox/webhook-outbox"
+	"github.com/webhook-outbox/webhook-outbox/admin"
 	"github.com/webhook-outbox/webhook-outbox/config"
 	"github.com/webhook-outbox/webhook-outbox/internal/testdb"
 	"github.com/webhook-outbox/webhook-outbox/store"
@@ -60,7 +62,7 @@ func TestCLICommands(t *testing.T) {
 		t.Errorf("dlq list: %d\n%s%s", code, out, errOut)
 	}
 	code, out, _ = cli(t, append([]string{"dlq", "list", "--json", "--route", "genesys", "--error", "DB DOWN"}, c...)...)
-	var items []store.DeadLetter
+	var items []outbox.DeadLetter
 	if err := json.Unmarshal([]byte(out), &items); code != 0 || err != nil || len(items) != 25 || items[0].LastError == "" {
 		t.Errorf("dlq list --json: %d %v\n%.300s", code, err, out)
 	}
@@ -76,7 +78,7 @@ func TestCLICommands(t *testing.T) {
 		t.Errorf("dlq show: %d\n%s", code, out)
 	}
 	code, out, _ = cli(t, append([]string{"dlq", "show", "genesys/conv-key-7", "--json"}, c...)...)
-	var d store.DeadLetter
+	var d outbox.DeadLetter
 	if err := json.Unmarshal([]byte(out), &d); code != 0 || err != nil || d.JobID != id || len(d.Errors) != 1 {
 		t.Errorf("dlq show ROUTE/KEY --json: %d %v %s", code, err, out)
 	}
@@ -90,7 +92,7 @@ func TestCLICommands(t *testing.T) {
 		t.Errorf("dlq retry IDs: %d\n%s", code, out)
 	}
 	code, out, _ = cli(t, append([]string{"dlq", "retry", "--route", "genesys", "--json"}, c...)...)
-	var res store.RetryResult
+	var res admin.RetryResult
 	if err := json.Unmarshal([]byte(out), &res); code != 0 || err != nil || res.Retried != 23 {
 		t.Errorf("dlq retry --json: %d %v %s", code, err, out)
 	}
@@ -104,7 +106,7 @@ func TestCLICommands(t *testing.T) {
 		t.Errorf("replay --dry-run: %d\n%s", code, out)
 	}
 	code, out, _ = cli(t, append([]string{"replay", "--route", "genesys", "--since", "2h", "--json"}, c...)...)
-	var rr store.ReplayResult
+	var rr admin.ReplayResult
 	if err := json.Unmarshal([]byte(out), &rr); code != 0 || err != nil || rr.Skipped != 25 {
 		t.Errorf("replay of queued events must skip them all: %d %v %s", code, err, out)
 	}
@@ -122,7 +124,7 @@ func TestCLICommands(t *testing.T) {
 		t.Errorf("routes resume: %d %s", code, out)
 	}
 	code, out, _ = cli(t, append([]string{"routes", "list", "--json"}, c...)...)
-	var routes []store.RouteStatus
+	var routes []admin.RouteStatus
 	if err := json.Unmarshal([]byte(out), &routes); code != 0 || err != nil || len(routes) != 1 || routes[0].Paused || routes[0].Backlog.Available != 25 {
 		t.Errorf("routes list --json: %d %v %s", code, err, out)
 	}
@@ -174,13 +176,13 @@ func TestBulkRetryInterruptedAndRerun(t *testing.T) {
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
-	admin, closeDB, err := openAdmin(ctx, b.cfgPath)
+	svc, closeDB, err := openAdmin(ctx, b.cfgPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer closeDB()
-	f := store.DeadLetterFilter{Route: "genesys"}
-	first, err := admin.RetryDeadLetters(ctx, store.RetryRequest{Filter: &f, Progress: func(done, total int64) {
+	f := outbox.DeadLetterFilter{Route: "genesys"}
+	first, err := svc.RetryDeadLetters(ctx, admin.RetryRequest{Filter: &f, Progress: func(done, total int64) {
 		if done >= n/2 {
 			cancel() // Ctrl-C halfway
 		}

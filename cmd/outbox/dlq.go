@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -13,13 +12,15 @@ import (
 	"text/tabwriter"
 	"time"
 
+	outbox "github.com/webhook-outbox/webhook-outbox"
+	"github.com/webhook-outbox/webhook-outbox/admin"
 	"github.com/webhook-outbox/webhook-outbox/config"
 	"github.com/webhook-outbox/webhook-outbox/jobs"
 	"github.com/webhook-outbox/webhook-outbox/store"
 )
 
 // openAdmin connects the CLI to the database named in the config.
-func openAdmin(ctx context.Context, configPath string) (*store.Admin, func(), error) {
+func openAdmin(ctx context.Context, configPath string) (*admin.Service, func(), error) {
 	cfg, err := config.Load(config.Path(configPath))
 	if err != nil {
 		return nil, nil, err
@@ -39,16 +40,7 @@ func openAdmin(ctx context.Context, configPath string) (*store.Admin, func(), er
 		pool.Close()
 		return nil, nil, err
 	}
-	return store.NewAdmin(st, client, cfg), pool.Close, nil
-}
-
-// cliError turns an operation's error into the CLI's: the operator's
-// mistakes exit 2, everything else 1.
-func cliError(err error) error {
-	if errors.Is(err, store.ErrInvalid) {
-		return usagef("%s", strings.ReplaceAll(err.Error(), store.ErrInvalid.Error()+": ", ""))
-	}
-	return errors.New(strings.ReplaceAll(err.Error(), store.ErrNotFound.Error()+": ", ""))
+	return admin.New(st, client, cfg), pool.Close, nil
 }
 
 func runDLQ(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -86,16 +78,8 @@ func (f filterFlags) set() bool {
 	return *f.route != "" || *f.since != "" || *f.until != "" || *f.errSub != ""
 }
 
-func (f filterFlags) filter(now time.Time) (store.DeadLetterFilter, error) {
-	out := store.DeadLetterFilter{Route: *f.route, ErrorContains: *f.errSub}
-	var err error
-	if out.Since, err = store.ParseTime(*f.since, now); err != nil {
-		return out, cliError(fmt.Errorf("--since: %w", err))
-	}
-	if out.Until, err = store.ParseTime(*f.until, now); err != nil {
-		return out, cliError(fmt.Errorf("--until: %w", err))
-	}
-	return out, nil
+func (f filterFlags) filter(now time.Time) (outbox.DeadLetterFilter, error) {
+	return admin.ParseFilter(*f.route, *f.since, *f.until, *f.errSub, now)
 }
 
 func runDLQList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -117,14 +101,14 @@ func runDLQList(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	admin, closeDB, err := openAdmin(ctx, *configPath)
+	svc, closeDB, err := openAdmin(ctx, *configPath)
 	if err != nil {
 		return err
 	}
 	defer closeDB()
-	items, next, err := admin.Store().ListDeadLetters(ctx, f, *limit, "")
+	items, next, err := svc.ListDeadLetters(ctx, f, *limit, "")
 	if err != nil {
-		return cliError(err)
+		return err
 	}
 	if *asJSON {
 		return printJSON(stdout, items)
@@ -143,7 +127,7 @@ func runDLQList(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	if next != "" {
-		total, err := admin.Store().CountDeadLetters(ctx, f)
+		total, err := svc.CountDeadLetters(ctx, f)
 		if err == nil {
 			fmt.Fprintf(stdout, "(%d of %d shown; raise --limit, or narrow with --route, --since, --error)\n", len(items), total)
 		}
@@ -176,18 +160,18 @@ func runDLQShow(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if len(rest) != 1 {
 		return usagef("dlq show takes one ID: a job id as dlq list prints it, or ROUTE/KEY")
 	}
-	id, err := store.ParseIdentifier(rest[0])
+	id, err := admin.ParseIdentifier(rest[0])
 	if err != nil {
-		return cliError(err)
+		return err
 	}
-	admin, closeDB, err := openAdmin(ctx, *configPath)
+	svc, closeDB, err := openAdmin(ctx, *configPath)
 	if err != nil {
 		return err
 	}
 	defer closeDB()
-	d, err := admin.DeadLetter(ctx, id)
+	d, err := svc.DeadLetter(ctx, id)
 	if err != nil {
-		return cliError(err)
+		return err
 	}
 	if *asJSON {
 		return printJSON(stdout, d)
@@ -223,15 +207,15 @@ func runDLQRetry(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
-	req := store.RetryRequest{DryRun: *dryRun}
+	req := admin.RetryRequest{DryRun: *dryRun}
 	switch {
 	case len(rest) > 0 && ff.set():
 		return usagef("dlq retry takes IDs or filter flags (--route, --since, --until, --error), not both")
 	case len(rest) > 0:
 		for _, s := range rest {
-			id, err := store.ParseIdentifier(s)
+			id, err := admin.ParseIdentifier(s)
 			if err != nil {
-				return cliError(err)
+				return err
 			}
 			req.IDs = append(req.IDs, id)
 		}
@@ -244,7 +228,7 @@ func runDLQRetry(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	default:
 		return usagef("dlq retry needs IDs (job ids or ROUTE/KEY) or a filter such as --route R")
 	}
-	admin, closeDB, err := openAdmin(ctx, *configPath)
+	svc, closeDB, err := openAdmin(ctx, *configPath)
 	if err != nil {
 		return err
 	}
@@ -252,9 +236,9 @@ func runDLQRetry(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if !*dryRun {
 		req.Progress = newProgress(stderr, "retried", "dead letters")
 	}
-	res, runErr := admin.RetryDeadLetters(ctx, req)
+	res, runErr := svc.RetryDeadLetters(ctx, req)
 	if res == nil {
-		return cliError(runErr)
+		return runErr
 	}
 	if *asJSON {
 		if err := printJSON(stdout, res); err != nil {
@@ -277,7 +261,7 @@ func runDLQRetry(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		}
 	}
 	if runErr != nil {
-		return cliError(runErr)
+		return runErr
 	}
 	if len(req.IDs) > 0 && res.Matched < int64(len(req.IDs)) {
 		return fmt.Errorf("%d of %d IDs were not dead letters", int64(len(req.IDs))-res.Matched, len(req.IDs))

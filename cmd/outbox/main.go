@@ -11,6 +11,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	outbox "github.com/webhook-outbox/webhook-outbox"
 )
 
 const usage = `outbox receives webhooks, stores them in Postgres, and delivers them with retries.
@@ -52,19 +54,31 @@ func usagef(format string, args ...any) error {
 // run dispatches a command line and returns the process's exit code.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	err := dispatch(ctx, args, stdout, stderr)
+	code := exitCode(err)
 	var ue *usageError
 	switch {
-	case err == nil:
-		return 0
-	case errors.Is(err, flag.ErrHelp):
-		return 0
+	case code == 0:
 	case errors.As(err, &ue):
 		fmt.Fprintf(stderr, "outbox: %s\n\n%s", ue.msg, usage)
-		return 2
 	default:
 		fmt.Fprintf(stderr, "outbox: %s\n", err)
-		return 1
 	}
+	return code
+}
+
+// exitCode is the one place an error becomes the process's exit code: 0
+// for none (or --help), 2 for a command line the operator must correct (bad
+// usage, or a request an operation refused as invalid), 1 for anything
+// else.
+func exitCode(err error) int {
+	var ue *usageError
+	switch {
+	case err == nil || errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.As(err, &ue) || outbox.ErrorCode(err) == outbox.EINVALID:
+		return 2
+	}
+	return 1
 }
 
 func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {

@@ -6,7 +6,7 @@ import (
 	"io"
 	"time"
 
-	"github.com/webhook-outbox/webhook-outbox/store"
+	"github.com/webhook-outbox/webhook-outbox/admin"
 )
 
 func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -27,14 +27,14 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return usagef("replay needs --route R and --since T")
 	}
 	now := time.Now()
-	req := store.ReplayRequest{Route: *route, DryRun: *dryRun}
-	if req.Since, err = store.ParseTime(*since, now); err != nil {
-		return cliError(fmt.Errorf("--since: %w", err))
+	req := admin.ReplayRequest{Route: *route, DryRun: *dryRun}
+	if req.Since, err = admin.ParseTime("--since", *since, now); err != nil {
+		return err
 	}
-	if req.Until, err = store.ParseTime(*until, now); err != nil {
-		return cliError(fmt.Errorf("--until: %w", err))
+	if req.Until, err = admin.ParseTime("--until", *until, now); err != nil {
+		return err
 	}
-	admin, closeDB, err := openAdmin(ctx, *configPath)
+	svc, closeDB, err := openAdmin(ctx, *configPath)
 	if err != nil {
 		return err
 	}
@@ -42,9 +42,9 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if !*dryRun {
 		req.Progress = newProgress(stderr, "replayed", "events")
 	}
-	res, runErr := admin.Replay(ctx, req)
+	res, runErr := svc.Replay(ctx, req)
 	if res == nil {
-		return cliError(runErr)
+		return runErr
 	}
 	if *asJSON {
 		if err := printJSON(stdout, res); err != nil {
@@ -69,7 +69,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 	}
 	if runErr != nil {
-		return cliError(runErr)
+		return runErr
 	}
 	return nil
 }

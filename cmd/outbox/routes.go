@@ -31,7 +31,7 @@ func runRoutes(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	default:
 		return usagef("unknown routes command %q: use list, pause or resume", sub)
 	}
-	admin, closeDB, err := openAdmin(ctx, *configPath)
+	svc, closeDB, err := openAdmin(ctx, *configPath)
 	if err != nil {
 		return err
 	}
@@ -39,21 +39,21 @@ func runRoutes(ctx context.Context, args []string, stdout, stderr io.Writer) err
 
 	switch sub {
 	case "pause":
-		if err := admin.Pause(ctx, rest[0]); err != nil {
-			return cliError(err)
+		if err := svc.Pause(ctx, rest[0]); err != nil {
+			return err
 		}
 		fmt.Fprintf(stdout, "paused route %s: deliveries stop on every replica; intake goes on\n", rest[0])
 		return nil
 	case "resume":
-		if err := admin.Resume(ctx, rest[0]); err != nil {
-			return cliError(err)
+		if err := svc.Resume(ctx, rest[0]); err != nil {
+			return err
 		}
 		fmt.Fprintf(stdout, "resumed route %s: the backlog drains at the route's concurrency\n", rest[0])
 		return nil
 	}
-	routes, err := admin.Routes(ctx)
+	routes, err := svc.Routes(ctx)
 	if err != nil {
-		return cliError(err)
+		return err
 	}
 	if *asJSON {
 		return printJSON(stdout, routes)

@@ -19,6 +19,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/riverqueue/river"
 
+	outbox "github.com/webhook-outbox/webhook-outbox"
+	"github.com/webhook-outbox/webhook-outbox/admin"
 	"github.com/webhook-outbox/webhook-outbox/config"
 	"github.com/webhook-outbox/webhook-outbox/handler"
 	"github.com/webhook-outbox/webhook-outbox/jobs"
@@ -193,13 +195,13 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	admin := store.NewAdmin(st, m.river, cfg)
-	admin.SetCircuits(func(route string) (store.CircuitInfo, bool) {
+	ops := admin.New(st, m.river, cfg)
+	ops.SetCircuits(func(route string) (outbox.CircuitInfo, bool) {
 		b, ok := m.breakers.State(route)
 		if !ok {
-			return store.CircuitInfo{}, false
+			return outbox.CircuitInfo{}, false
 		}
-		c := store.CircuitInfo{State: string(b.State), Since: b.Since, ConsecutiveFailures: b.ConsecutiveFailures, LastError: b.LastError}
+		c := outbox.CircuitInfo{State: outbox.CircuitState(b.State), Since: b.Since, ConsecutiveFailures: b.ConsecutiveFailures, LastError: b.LastError}
 		if !b.OpenUntil.IsZero() {
 			c.OpenUntil = &b.OpenUntil
 		}
@@ -207,7 +209,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	})
 	// Restore pauses before the workers start, so that a paused route's
 	// queue is paused from its first fetch.
-	if err := admin.ReconcilePauses(ctx, logger); err != nil {
+	if err := ops.ReconcilePauses(ctx, logger); err != nil {
 		return err
 	}
 	routerOpts := handler.RouterOptions{Intake: intake, Readiness: st, Logger: logger, Registry: registry, TrustedProxies: cfg.TrustedProxyPrefixes()}
@@ -222,7 +224,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 			return fmt.Errorf("error starting River UI: %w", err)
 		}
 		m.stopUI = stopUI
-		routerOpts.Admin, routerOpts.AdminToken, routerOpts.RiverUI = admin, cfg.AdminToken, ui
+		routerOpts.Admin, routerOpts.AdminToken, routerOpts.RiverUI = ops, cfg.AdminToken, ui
 	}
 	server, err := m.newHTTPServer(handler.NewRouter(routerOpts))
 	if err != nil {
@@ -254,7 +256,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 			case <-ctx.Done():
 				return
 			case <-ticker.C:
-				if err := admin.ReconcilePauses(ctx, logger); err != nil && ctx.Err() == nil {
+				if err := ops.ReconcilePauses(ctx, logger); err != nil && ctx.Err() == nil {
 					logger.Warn("cannot reconcile route pauses; will try again", "error", err)
 				}
 			}
@@ -291,10 +293,6 @@ func runInBackground(ctx context.Context, f func(context.Context)) (stop func())
 		<-done
 	}
 }
-
-// Breakers are the routes' circuit breakers on this replica, for the routes
-// listing and metrics. They are nil until Run.
-func (m *Main) Breakers() *jobs.Breakers { return m.breakers }
 
 // Addr is the address the HTTP server listens on.
 func (m *Main) Addr() string { return m.listener.Addr().String() }

@@ -19,14 +19,14 @@ func runStats(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if len(rest) > 0 {
 		return usagef("stats takes no arguments, got %q", rest)
 	}
-	admin, closeDB, err := openAdmin(ctx, *configPath)
+	svc, closeDB, err := openAdmin(ctx, *configPath)
 	if err != nil {
 		return err
 	}
 	defer closeDB()
-	st, err := admin.Store().Stats(ctx, *exact)
+	st, err := svc.Stats(ctx, *exact)
 	if err != nil {
-		return cliError(err)
+		return err
 	}
 	if *asJSON {
 		return printJSON(stdout, st)

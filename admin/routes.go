@@ -1,0 +1,181 @@
+package admin
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
+
+	outbox "github.com/webhook-outbox/webhook-outbox"
+	"github.com/webhook-outbox/webhook-outbox/config"
+)
+
+// RouteStatus is one route's state, for `outbox routes list` and GET
+// /admin/v1/routes.
+type RouteStatus struct {
+	Name     string     `json:"name"`
+	Target   string     `json:"target"`
+	Paused   bool       `json:"paused"`
+	PausedAt *time.Time `json:"paused_at"`
+	Backlog  Backlog    `json:"backlog"`
+	// DeadLetters counts the route's events in the dead_letters view.
+	DeadLetters int64 `json:"dead_letters"`
+	// OldestUndeliveredAge is how long the oldest event still waiting for
+	// delivery has waited, in seconds, counted from its intake (or its
+	// replay); null when none waits. It is outbox_oldest_undelivered_age_seconds.
+	OldestUndeliveredAge *float64 `json:"oldest_undelivered_age_seconds"`
+	// DeliveredLastHour counts deliveries that succeeded in the last hour.
+	DeliveredLastHour int64 `json:"delivered_last_hour"`
+	Concurrency       int   `json:"concurrency"`
+	// Circuit is the route's circuit breaker on the replica that answered
+	// (each replica has its own). The CLI, which runs no deliveries, has
+	// none to show.
+	Circuit *outbox.CircuitInfo `json:"circuit,omitempty"`
+}
+
+// Backlog splits the events waiting for delivery by why they wait.
+type Backlog struct {
+	// Available jobs are due now and wait for a worker.
+	Available int64 `json:"available"`
+	// Retryable jobs failed and wait for their backoff.
+	Retryable int64 `json:"retryable"`
+	// Scheduled jobs were snoozed (Retry-After) or wait for a distant retry.
+	Scheduled int64 `json:"scheduled"`
+	// Running jobs are being delivered now.
+	Running int64 `json:"running"`
+}
+
+// Routes reports every configured route's state.
+func (s *Service) Routes(ctx context.Context) ([]RouteStatus, error) {
+	byName := map[string]*RouteStatus{}
+	out := make([]RouteStatus, len(s.cfg.Routes))
+	for i, r := range s.cfg.Routes {
+		out[i] = RouteStatus{Name: r.Name, Target: config.RedactURL(r.Target.URL), Concurrency: r.Concurrency}
+		byName[r.Name] = &out[i]
+	}
+	// The same queries as the backlog and dead-letter gauges, so the
+	// listing and /metrics agree.
+	st, err := s.store.DeliveryStats(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, b := range st.Backlog {
+		rs := byName[b.Route]
+		if rs == nil {
+			continue
+		}
+		switch rivertype.JobState(b.State) {
+		case rivertype.JobStateAvailable, rivertype.JobStatePending:
+			rs.Backlog.Available += b.Jobs
+		case rivertype.JobStateRetryable:
+			rs.Backlog.Retryable += b.Jobs
+		case rivertype.JobStateScheduled:
+			rs.Backlog.Scheduled += b.Jobs
+		case rivertype.JobStateRunning:
+			rs.Backlog.Running += b.Jobs
+		}
+		if rs.OldestUndeliveredAge == nil || b.OldestAge > *rs.OldestUndeliveredAge {
+			rs.OldestUndeliveredAge = new(max(b.OldestAge, 0))
+		}
+	}
+	for route, n := range st.DeadLetters {
+		if rs := byName[route]; rs != nil {
+			rs.DeadLetters = n
+		}
+	}
+	delivered, err := s.store.DeliveredSince(ctx, s.now().Add(-time.Hour))
+	if err != nil {
+		return nil, err
+	}
+	pauses, err := s.store.PauseStates(ctx, s.routeNames())
+	if err != nil {
+		return nil, err
+	}
+	for i := range out {
+		rs := &out[i]
+		rs.DeliveredLastHour = delivered[rs.Name]
+		// River's queue row is what the workers obey; route_pauses holds
+		// the pause while River's row is gone (its queue cleaner).
+		if p := pauses[rs.Name]; p.QueuePausedAt != nil {
+			rs.Paused, rs.PausedAt = true, p.QueuePausedAt
+		} else if p.RecordedAt != nil {
+			rs.Paused, rs.PausedAt = true, p.RecordedAt
+		}
+		if s.circuits != nil {
+			if c, ok := s.circuits(rs.Name); ok {
+				rs.Circuit = &c
+			}
+		}
+	}
+	return out, nil
+}
+
+// Pause stops a route's deliveries on every replica; intake goes on. The
+// pause is kept both in River's queue row, which the workers obey, and in
+// route_pauses, from which serve restores it should River's queue cleaner
+// delete an idle queue's row. It works before the route's queue has ever
+// run.
+func (s *Service) Pause(ctx context.Context, route string) error {
+	return s.setPaused(ctx, route, true)
+}
+
+// Resume lets a paused route's deliveries run again, at the route's normal
+// concurrency.
+func (s *Service) Resume(ctx context.Context, route string) error {
+	return s.setPaused(ctx, route, false)
+}
+
+func (s *Service) setPaused(ctx context.Context, route string, paused bool) error {
+	if _, err := s.checkRoute(route); err != nil {
+		return err
+	}
+	return s.store.SetPaused(ctx, route, paused, func(ctx context.Context, tx pgx.Tx) error {
+		// River's pause notifies every replica's workers in the same
+		// transaction; those that miss it poll within a minute.
+		if paused {
+			return s.jobs.QueuePauseTx(ctx, tx, route, &river.QueuePauseOpts{})
+		}
+		return s.jobs.QueueResumeTx(ctx, tx, route, &river.QueuePauseOpts{})
+	})
+}
+
+// ReconcilePauses brings River's queue rows and route_pauses into step for
+// the configured routes. Where River's row exists, it is the truth (a pause
+// or resume from River UI is adopted). Where it is missing (never created,
+// or deleted by River's queue cleaner after a day idle) it is created from
+// route_pauses, paused if the route was. Serve runs it before starting its
+// workers, so a restored pause holds from their first fetch, and then
+// periodically.
+func (s *Service) ReconcilePauses(ctx context.Context, logger *slog.Logger) error {
+	states, err := s.store.PauseStates(ctx, s.routeNames())
+	if err != nil {
+		return err
+	}
+	for _, name := range s.routeNames() {
+		st := states[name]
+		recorded := st.RecordedAt != nil
+		switch {
+		case !st.QueueExists:
+			if recorded {
+				logger.Info("restoring the pause of a route whose queue row was missing", "route", name)
+			}
+			if err := s.store.EnsureQueueRow(ctx, name, st.RecordedAt); err != nil {
+				return err
+			}
+		case st.QueuePausedAt != nil && !recorded:
+			logger.Info("route was paused outside webhook-outbox (River UI?); recording the pause", "route", name)
+			if err := s.store.RecordPause(ctx, name, true); err != nil {
+				return err
+			}
+		case st.QueuePausedAt == nil && recorded:
+			logger.Info("route was resumed outside webhook-outbox (River UI?); recording the resume", "route", name)
+			if err := s.store.RecordPause(ctx, name, false); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,77 @@
+// Package outbox holds webhook-outbox's shared vocabulary: the types that
+// intake, delivery and operators all speak, and the one error type every
+// layer returns. It imports only the standard library, so every package can
+// import it and none of its dependencies leak through it.
+//
+// The packages around it, and what each may import:
+//
+//   - config: the YAML config, its defaults and validation.
+//   - store: Postgres access (sqlc queries, transactions, retention).
+//   - admin: operator actions (dead letters, retries, replays, pauses) over
+//     store, config and River.
+//   - handler: HTTP (intake, the admin API, health, metrics, River UI, the
+//     console). It imports admin, never jobs.
+//   - jobs: River workers (delivery, retention). It imports store, never
+//     handler.
+//   - cmd/outbox: the binary; it wires everything.
+package outbox
+
+import (
+	"net/http"
+	"time"
+)
+
+// DeliverKind is the River job kind of a delivery.
+const DeliverKind = "deliver"
+
+// DeliverArgs are a delivery job's args: which event to deliver. They carry
+// identifiers only, never the payload or a secret, because River UI shows
+// them to operators. Their JSON is stored in river_job.args and read by the
+// dead_letters view and retention's SQL: changing it is a migration.
+type DeliverArgs struct {
+	EventID int64  `json:"event_id"`
+	Route   string `json:"route"`
+	Key     string `json:"key"`
+	// ReceivedAt is the event's partition key: lookups by id pass it so
+	// Postgres reads one partition, not all.
+	ReceivedAt time.Time `json:"received_at"`
+}
+
+// Kind is the River job kind.
+func (DeliverArgs) Kind() string { return DeliverKind }
+
+// Delivery job metadata keys.
+const (
+	// MetadataRequestID holds the id of the intake request that stored the
+	// event, so delivery log lines carry it too and one grep follows a
+	// webhook from intake to its last delivery attempt.
+	MetadataRequestID = "request_id"
+	// MetadataGiveUpAt overrides a delivery's give_up_after deadline. A
+	// manual retry of a dead letter sets it, so the retried event gets a
+	// full give_up_after again.
+	MetadataGiveUpAt = "give_up_at"
+)
+
+// NewEvent is a webhook that passed intake's checks and is ready to store.
+type NewEvent struct {
+	Route       string
+	Key         string
+	ContentType string
+	// Headers are the request headers to keep, already stripped of
+	// credentials and signatures.
+	Headers http.Header
+	Body    []byte
+	// MaxAttempts is the route's retry budget for the delivery job.
+	MaxAttempts int
+	// RequestID is the intake request's id (see MetadataRequestID).
+	RequestID string
+}
+
+// Accepted is the outcome of storing a NewEvent.
+type Accepted struct {
+	// Duplicate is true when the (route, key) was already stored; nothing
+	// new was written.
+	Duplicate bool
+	EventID   int64
+	JobID     int64
+}
