@@ -107,10 +107,12 @@ $$;
 -- The step may be as short as a second, for tests that expire partitions
 -- within a run; the operator's event_partition_interval has its own, longer
 -- minimum. Names carry seconds only for slots that do not start on a whole
--- minute, so the names of existing partitions do not change.
+-- minute, so the names of existing partitions do not change. Called with
+-- three arguments, as before, it waits up to two seconds per partition.
 DROP FUNCTION outbox_ensure_partitions(timestamptz, timestamptz, interval);
 
-CREATE FUNCTION outbox_ensure_partitions(from_ts timestamptz, to_ts timestamptz, step interval, lock_wait interval,
+CREATE FUNCTION outbox_ensure_partitions(from_ts timestamptz, to_ts timestamptz, step interval,
+                                         lock_wait interval DEFAULT interval '2 seconds',
                                          OUT created integer, OUT busy boolean)
     LANGUAGE plpgsql
 AS $$
