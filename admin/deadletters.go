@@ -145,7 +145,7 @@ func (s *Service) retryByFilter(ctx context.Context, f outbox.DeadLetterFilter, 
 		if err := ctx.Err(); err != nil {
 			return res, fmt.Errorf("interrupted after retrying %d of %d dead letters; run the same command again to retry the rest: %w", res.Retried, total, err)
 		}
-		batch, err := s.store.DeadLetterBatch(ctx, f, after, retryBatchSize)
+		batch, err := s.store.DeadLetterBatch(ctx, f, after, s.retryBatch)
 		if err != nil {
 			return res, fmt.Errorf("stopped after retrying %d of %d dead letters: %w", res.Retried, total, err)
 		}

@@ -229,17 +229,22 @@ type replayBody struct {
 	Since  string `json:"since"`
 	Until  string `json:"until"`
 	DryRun bool   `json:"dry_run"`
+	// ReplayID names the replay; the same request again resumes it.
+	ReplayID string `json:"replay_id"`
+	// Resume continues the replay a next_cursor names.
+	Resume string `json:"resume"`
 }
 
-// POST /admin/v1/events/replay with {"route", "since", "until", "dry_run"}.
+// POST /admin/v1/events/replay with {"route", "since", "until", "dry_run"},
+// and optionally "replay_id"; or {"resume": next_cursor} to continue one.
 func (a *adminAPI) replay(w http.ResponseWriter, r *http.Request) {
 	var body replayBody
 	if err := decodeBody(r, &body); err != nil {
 		a.fail(w, r, err)
 		return
 	}
-	if body.Route == "" || body.Since == "" {
-		writeError(w, errorf(http.StatusBadRequest, `replay needs "route" and "since"`))
+	if body.Resume == "" && (body.Route == "" || body.Since == "") {
+		writeError(w, errorf(http.StatusBadRequest, `replay needs "route" and "since" (or "resume" with a next_cursor)`))
 		return
 	}
 	now := a.now()
@@ -253,12 +258,13 @@ func (a *adminAPI) replay(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	res, err := a.admin.Replay(r.Context(), admin.ReplayRequest{Route: body.Route, Since: since, Until: until, DryRun: body.DryRun})
+	res, err := a.admin.Replay(r.Context(), admin.ReplayRequest{Route: body.Route, Since: since, Until: until, DryRun: body.DryRun, ReplayID: body.ReplayID, Resume: body.Resume})
 	if err != nil {
 		a.fail(w, r, err)
 		return
 	}
-	a.logger.Info("events replayed", "route", body.Route, "matched", res.Matched, "replayed", res.Replayed, "revived", res.Revived, "dry_run", res.DryRun)
+	a.logger.Info("events replayed", "replay_id", res.ReplayID, "route", res.Route, "matched", res.Matched, "already_replayed", res.AlreadyReplayed,
+		"replayed", res.Replayed, "revived", res.Revived, "dry_run", res.DryRun)
 	writeJSON(w, http.StatusOK, res)
 }
 

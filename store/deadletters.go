@@ -141,14 +141,15 @@ type RetryBudget struct {
 // it retried; a job that is no longer dead, or whose route has no budget
 // here, is left alone.
 func (s *Store) RetryDeadLetterJobs(ctx context.Context, jobIDs []int64, budgets []RetryBudget) (int64, error) {
-	return retryJobs(ctx, s.q, jobIDs, budgets)
+	return retryJobs(ctx, s.q, jobIDs, budgets, "")
 }
 
-func retryJobs(ctx context.Context, q *dbsqlc.Queries, jobIDs []int64, budgets []RetryBudget) (int64, error) {
+// retryJobs retries dead jobs; replayID, if set, tags them as a replay's.
+func retryJobs(ctx context.Context, q *dbsqlc.Queries, jobIDs []int64, budgets []RetryBudget, replayID string) (int64, error) {
 	if len(jobIDs) == 0 {
 		return 0, nil
 	}
-	params := dbsqlc.RetryDeadLetterJobsParams{JobIds: jobIDs}
+	params := dbsqlc.RetryDeadLetterJobsParams{JobIds: jobIDs, ReplayID: replayID}
 	for _, b := range budgets {
 		params.Routes = append(params.Routes, b.Route)
 		params.MaxAttempts = append(params.MaxAttempts, int32(b.MaxAttempts))

@@ -97,7 +97,8 @@ type MaintenanceReport struct {
 //     without blocking intake (DETACH ... CONCURRENTLY), then rescues any
 //     survivor that appeared meanwhile and drops it: no row-by-row DELETE
 //     of delivered events;
-//  5. it deletes retained events that no longer need keeping, in batches.
+//  5. it deletes retained events that no longer need keeping, in batches,
+//     and forgets replays untouched for event_retention.
 //
 // An event waiting for delivery is never removed, whatever its age. One run
 // goes at a time: a run that finds another in progress (on any replica, or
@@ -170,6 +171,9 @@ func (s *Store) Maintain(ctx context.Context, policy RetentionPolicy, logger *sl
 		}
 		logger.Info("deleting expired retained events", "deleted_so_far", rep.RetainedDeleted)
 	}
+	if _, err := s.q.DeleteOldReplays(ctx, now.Add(-policy.EventRetention)); err != nil {
+		return rep, fmt.Errorf("error forgetting old replays: %w", err)
+	}
 	logger.Info("retention done", "partitions_created", rep.PartitionsCreated, "partitions_busy", rep.PartitionsBusy,
 		"dead_letters_expired", rep.DeadLettersExpired, "drops_finished", len(rep.DropsFinished),
 		"partitions_dropped", len(rep.PartitionsDropped), "survivors_retained", rep.SurvivorsRetained, "retained_deleted", rep.RetainedDeleted)
@@ -234,7 +238,7 @@ func (s *Store) expireDeadLetters(ctx context.Context, before time.Time, rep *Ma
 			for i, b := range batch {
 				jobIDs[i], eventIDs[i], receivedAts[i] = b.JobID, b.EventID, b.ReceivedAt
 			}
-			if err := q.LockEvents(ctx, dbsqlc.LockEventsParams{EventIds: eventIDs, ReceivedAts: receivedAts}); err != nil {
+			if _, err := q.LockEvents(ctx, dbsqlc.LockEventsParams{EventIds: eventIDs, ReceivedAts: receivedAts}); err != nil {
 				return fmt.Errorf("error locking the events of expired dead letters: %w", err)
 			}
 			gone, err := q.DeleteExpiredDeadLetterJobs(ctx, dbsqlc.DeleteExpiredDeadLetterJobsParams{JobIds: jobIDs, Before: &before})

@@ -195,10 +195,13 @@ SET state        = 'available',
     metadata     = j.metadata || jsonb_build_object(
                        'give_up_at', now() + make_interval(secs => r.give_up_after_secs),
                        'retried_at', now())
-FROM (SELECT unnest($2::text[])               AS route,
-             unnest($3::int[])          AS max_attempts,
-             unnest($4::float8[]) AS give_up_after_secs) AS r
-WHERE j.id = ANY($1::bigint[])
+                   -- A replay tags the jobs it revives, as those it inserts.
+                   || CASE WHEN $1::text = '' THEN '{}'::jsonb
+                           ELSE jsonb_build_object('replay_id', $1::text) END
+FROM (SELECT unnest($3::text[])               AS route,
+             unnest($4::int[])          AS max_attempts,
+             unnest($5::float8[]) AS give_up_after_secs) AS r
+WHERE j.id = ANY($2::bigint[])
   AND j.queue = r.route
   AND j.kind = 'deliver'
   AND j.state IN ('discarded', 'cancelled')
@@ -206,6 +209,7 @@ RETURNING j.id
 `
 
 type RetryDeadLetterJobsParams struct {
+	ReplayID        string
 	JobIds          []int64
 	Routes          []string
 	MaxAttempts     []int32
@@ -219,6 +223,7 @@ type RetryDeadLetterJobsParams struct {
 // of the same job a no-op.
 func (q *Queries) RetryDeadLetterJobs(ctx context.Context, arg RetryDeadLetterJobsParams) ([]int64, error) {
 	rows, err := q.db.Query(ctx, retryDeadLetterJobs,
+		arg.ReplayID,
 		arg.JobIds,
 		arg.Routes,
 		arg.MaxAttempts,

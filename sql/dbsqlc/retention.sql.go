@@ -95,6 +95,19 @@ func (q *Queries) DeleteExpiredRetained(ctx context.Context, arg DeleteExpiredRe
 	return result.RowsAffected(), nil
 }
 
+const deleteOldReplays = `-- name: DeleteOldReplays :execrows
+DELETE FROM outbox_replays WHERE updated_at < $1
+`
+
+// Replays untouched for event_retention: their events are gone too.
+func (q *Queries) DeleteOldReplays(ctx context.Context, before time.Time) (int64, error) {
+	result, err := q.db.Exec(ctx, deleteOldReplays, before)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
 const deleteUndeliveredEventsWithoutJobs = `-- name: DeleteUndeliveredEventsWithoutJobs :execrows
 DELETE FROM events e
 WHERE (e.id, e.received_at) IN (SELECT unnest($1::bigint[]), unnest($2::timestamptz[]))
@@ -239,7 +252,7 @@ func (q *Queries) LivePartitions(ctx context.Context) ([]LivePartitionsRow, erro
 	return items, nil
 }
 
-const lockEvents = `-- name: LockEvents :exec
+const lockEvents = `-- name: LockEvents :many
 SELECT e.id
 FROM events e
 WHERE (e.id, e.received_at) IN (SELECT unnest($1::bigint[]), unnest($2::timestamptz[]))
@@ -252,12 +265,28 @@ type LockEventsParams struct {
 	ReceivedAts []time.Time
 }
 
-// Locks events rows, in id order, until the transaction ends. Whoever
-// changes both an event and its jobs (dead-letter expiry, replay) locks the
-// event first, so they cannot deadlock on each other.
-func (q *Queries) LockEvents(ctx context.Context, arg LockEventsParams) error {
-	_, err := q.db.Exec(ctx, lockEvents, arg.EventIds, arg.ReceivedAts)
-	return err
+// Locks events rows, in id order, until the transaction ends, and returns
+// the ids of those still there. Whoever changes both an event and its jobs
+// (dead-letter expiry, replay) locks the event first, so they cannot
+// deadlock on each other.
+func (q *Queries) LockEvents(ctx context.Context, arg LockEventsParams) ([]int64, error) {
+	rows, err := q.db.Query(ctx, lockEvents, arg.EventIds, arg.ReceivedAts)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []int64{}
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		items = append(items, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }
 
 const maintenanceUnlock = `-- name: MaintenanceUnlock :one

@@ -53,6 +53,9 @@ SET state        = 'available',
     metadata     = j.metadata || jsonb_build_object(
                        'give_up_at', now() + make_interval(secs => r.give_up_after_secs),
                        'retried_at', now())
+                   -- A replay tags the jobs it revives, as those it inserts.
+                   || CASE WHEN @replay_id::text = '' THEN '{}'::jsonb
+                           ELSE jsonb_build_object('replay_id', @replay_id::text) END
 FROM (SELECT unnest(@routes::text[])               AS route,
              unnest(@max_attempts::int[])          AS max_attempts,
              unnest(@give_up_after_secs::float8[]) AS give_up_after_secs) AS r

@@ -69,10 +69,11 @@ WHERE kind = 'deliver'
 ORDER BY id
 LIMIT @max_rows;
 
--- name: LockEvents :exec
--- Locks events rows, in id order, until the transaction ends. Whoever
--- changes both an event and its jobs (dead-letter expiry, replay) locks the
--- event first, so they cannot deadlock on each other.
+-- name: LockEvents :many
+-- Locks events rows, in id order, until the transaction ends, and returns
+-- the ids of those still there. Whoever changes both an event and its jobs
+-- (dead-letter expiry, replay) locks the event first, so they cannot
+-- deadlock on each other.
 SELECT e.id
 FROM events e
 WHERE (e.id, e.received_at) IN (SELECT unnest(@event_ids::bigint[]), unnest(@received_ats::timestamptz[]))
@@ -114,6 +115,10 @@ WHERE e.retained
         AND NOT EXISTS (SELECT 1 FROM river_job j
                         WHERE j.kind = 'deliver' AND (j.args ->> 'event_id')::bigint = r.id AND j.state <> 'completed')
       LIMIT @max_rows);
+
+-- name: DeleteOldReplays :execrows
+-- Replays untouched for event_retention: their events are gone too.
+DELETE FROM outbox_replays WHERE updated_at < @before;
 
 -- name: TableSizes :many
 SELECT t.name::text AS name, t.parent::text AS parent, t.rows_estimate::bigint AS rows_estimate, t.bytes::bigint AS bytes
