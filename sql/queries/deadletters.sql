@@ -50,7 +50,10 @@ SET state        = 'available',
     max_attempts = r.max_attempts,
     scheduled_at = now(),
     finalized_at = NULL,
-    metadata     = j.metadata || jsonb_build_object(
+    -- River cancels a job whose metadata holds cancel_attempted_at (a
+    -- cancel from River UI or the API) at its next failure; River's own
+    -- JobRetry removes it, and so does this.
+    metadata     = (j.metadata - 'cancel_attempted_at') || jsonb_build_object(
                        'give_up_at', now() + make_interval(secs => r.give_up_after_secs),
                        'retried_at', now())
                    -- A replay tags the jobs it revives, as those it inserts.
