@@ -226,3 +226,56 @@ func TestReplayResumesWithItsCursor(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, int64(7), fresh.Replayed)
 }
+
+// TestBulkRetryResumesWithItsCursor interrupts a retry by filter after its
+// first batch (Ctrl-C, through the progress callback), lets the dead letters
+// it retried fail again and a new one fail, then resumes with the cursor it
+// returned: every dead letter of the first run's start is retried exactly
+// once, and the new one not at all.
+func TestBulkRetryResumesWithItsCursor(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	admin.SetBatchSizes(b.svc, 2, 3)
+	testdb.SeedDeadLetters(t, b.pool, testdb.DeadLetters{Route: "genesys", KeyPrefix: "d", N: 8, Error: "target answered 500"})
+	available := func() []int64 {
+		rows, err := b.pool.Query(context.Background(), `SELECT id FROM river_job WHERE state = 'available' ORDER BY id`)
+		require.NoError(t, err)
+		ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+		require.NoError(t, err)
+		return ids
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	f := outbox.DeadLetterFilter{Route: "genesys"}
+	res, err := b.svc.RetryDeadLetters(ctx, admin.RetryRequest{Filter: &f, Progress: func(done, total int64) { cancel() }})
+	require.Error(t, err)
+	require.NotEmpty(t, res.NextCursor)
+	require.Contains(t, err.Error(), "outbox dlq retry --resume "+res.NextCursor)
+	require.Equal(t, int64(3), res.Retried)
+	first := available()
+	require.Len(t, first, 3)
+
+	// Before the operator resumes, the retried ones fail again, and another
+	// event becomes a dead letter.
+	_, err = b.pool.Exec(context.Background(), `UPDATE river_job SET state = 'discarded', attempt = 7, finalized_at = now() WHERE state = 'available'`)
+	require.NoError(t, err)
+	testdb.SeedDeadLetters(t, b.pool, testdb.DeadLetters{Route: "genesys", KeyPrefix: "late", N: 1, Error: "target answered 500", FailedAgo: -time.Second})
+
+	res, err = b.svc.RetryDeadLetters(context.Background(), admin.RetryRequest{Resume: res.NextCursor})
+	require.NoError(t, err)
+	require.Equal(t, int64(5), res.Matched)
+	require.Equal(t, int64(5), res.Retried)
+	require.Empty(t, res.NextCursor)
+	second := available()
+	require.Len(t, second, 5)
+	for _, id := range second {
+		require.NotContains(t, first, id, "job %d was retried twice", id)
+	}
+	n, err := b.svc.CountDeadLetters(context.Background(), outbox.DeadLetterFilter{})
+	require.NoError(t, err)
+	require.Equal(t, int64(4), n, "the 3 that failed again and the late one stay dead letters")
+
+	_, err = b.svc.RetryDeadLetters(context.Background(), admin.RetryRequest{Resume: "not-a-cursor"})
+	require.Equal(t, outbox.EINVALID, outbox.ErrorCode(err))
+}

@@ -81,8 +81,18 @@ func (s *Store) ListDeadLetters(ctx context.Context, f outbox.DeadLetterFilter, 
 
 // CountDeadLetters counts the dead letters matching f.
 func (s *Store) CountDeadLetters(ctx context.Context, f outbox.DeadLetterFilter) (int64, error) {
+	return s.countDeadLetters(ctx, f, nil)
+}
+
+// CountDeadLettersAfter counts the dead letters matching f whose job id is
+// above afterJobID: what a resumed bulk retry has left.
+func (s *Store) CountDeadLettersAfter(ctx context.Context, f outbox.DeadLetterFilter, afterJobID int64) (int64, error) {
+	return s.countDeadLetters(ctx, f, &afterJobID)
+}
+
+func (s *Store) countDeadLetters(ctx context.Context, f outbox.DeadLetterFilter, afterJobID *int64) (int64, error) {
 	p := paramsOf(f)
-	n, err := s.q.CountDeadLetters(ctx, dbsqlc.CountDeadLettersParams{Route: p.route, Since: p.since, Until: p.until, ErrorLike: p.errorLike})
+	n, err := s.q.CountDeadLetters(ctx, dbsqlc.CountDeadLettersParams{Route: p.route, Since: p.since, Until: p.until, ErrorLike: p.errorLike, AfterJobID: afterJobID})
 	if err != nil {
 		return 0, fmt.Errorf("error counting dead letters: %w", err)
 	}

@@ -17,21 +17,25 @@ WHERE ($1::text IS NULL OR route = $1)
   AND ($2::timestamptz IS NULL OR failed_at >= $2)
   AND ($3::timestamptz IS NULL OR failed_at < $3)
   AND ($4::text IS NULL OR last_error ILIKE $4)
+  AND ($5::bigint IS NULL OR job_id > $5)
 `
 
 type CountDeadLettersParams struct {
-	Route     *string
-	Since     *time.Time
-	Until     *time.Time
-	ErrorLike *string
+	Route      *string
+	Since      *time.Time
+	Until      *time.Time
+	ErrorLike  *string
+	AfterJobID *int64
 }
 
+// after_job_id, when set, counts only those a resumed bulk retry has left.
 func (q *Queries) CountDeadLetters(ctx context.Context, arg CountDeadLettersParams) (int64, error) {
 	row := q.db.QueryRow(ctx, countDeadLetters,
 		arg.Route,
 		arg.Since,
 		arg.Until,
 		arg.ErrorLike,
+		arg.AfterJobID,
 	)
 	var count int64
 	err := row.Scan(&count)

@@ -13,12 +13,14 @@ ORDER BY failed_at DESC, job_id DESC
 LIMIT @max_rows;
 
 -- name: CountDeadLetters :one
+-- after_job_id, when set, counts only those a resumed bulk retry has left.
 SELECT count(*)
 FROM dead_letters
 WHERE (sqlc.narg(route)::text IS NULL OR route = sqlc.narg(route))
   AND (sqlc.narg(since)::timestamptz IS NULL OR failed_at >= sqlc.narg(since))
   AND (sqlc.narg(until)::timestamptz IS NULL OR failed_at < sqlc.narg(until))
-  AND (sqlc.narg(error_like)::text IS NULL OR last_error ILIKE sqlc.narg(error_like));
+  AND (sqlc.narg(error_like)::text IS NULL OR last_error ILIKE sqlc.narg(error_like))
+  AND (sqlc.narg(after_job_id)::bigint IS NULL OR job_id > sqlc.narg(after_job_id));
 
 -- name: DeadLetterBatch :many
 -- The next batch of dead letters to retry, in job id order after a cursor,
