@@ -81,6 +81,28 @@ func (b *bundle) conn(t *testing.T) *pgx.Conn {
 	return c
 }
 
+// hold runs sql in a transaction on a connection of its own, and leaves the
+// transaction open, holding the locks sql took.
+func (b *bundle) hold(t *testing.T, sql string) *pgx.Conn {
+	t.Helper()
+	c := b.conn(t)
+	mustExec(t, c, `BEGIN`)
+	mustExec(t, c, sql)
+	return c
+}
+
+// dropPartition drops the first events partition matching where, as if
+// maintenance had not created it, and returns its name.
+func (b *bundle) dropPartition(t *testing.T, where string) string {
+	t.Helper()
+	var name string
+	if err := b.pool.QueryRow(context.Background(), `SELECT name FROM outbox_live_partitions() WHERE `+where+` LIMIT 1`).Scan(&name); err != nil {
+		t.Fatal(err)
+	}
+	b.exec(t, `DROP TABLE `+name)
+	return name
+}
+
 func mustExec(t *testing.T, c *pgx.Conn, sql string, args ...any) {
 	t.Helper()
 	if _, err := c.Exec(context.Background(), sql, args...); err != nil {
@@ -119,9 +141,7 @@ func TestExpiryKeepsADeadLetterRetriedMeanwhile(t *testing.T) {
 	b.exec(t, `UPDATE events SET retained = true`)
 	id := b.jobID(t, "expired-then-retried")
 
-	retry := b.conn(t)
-	mustExec(t, retry, `BEGIN`)
-	mustExec(t, retry, `UPDATE river_job SET state = 'available', attempt = 0, finalized_at = NULL, scheduled_at = now() WHERE id = $1`, id)
+	retry := b.hold(t, fmt.Sprintf(`UPDATE river_job SET state = 'available', attempt = 0, finalized_at = NULL, scheduled_at = now() WHERE id = %d`, id))
 
 	done := b.maintainAsync(ctx, policy7d30d, quiet)
 	if !b.waitForLockWait(t, done, retry) {
@@ -288,9 +308,7 @@ func TestInterruptedPartitionDropIsFinished(t *testing.T) {
 		part := partitionFixture(t, b)
 		// A reader of the partition makes DETACH ... CONCURRENTLY wait in
 		// its second transaction; cancelled there, the detach stays pending.
-		reader := b.conn(t)
-		mustExec(t, reader, `BEGIN`)
-		mustExec(t, reader, `SELECT count(*) FROM `+part)
+		reader := b.hold(t, `SELECT count(*) FROM `+part)
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		done := b.maintainAsync(ctx, policy7d30d, quiet)
@@ -331,15 +349,8 @@ func TestPartitionCreationDoesNotStallIntake(t *testing.T) {
 			t.Parallel()
 			b := setup(t)
 			// The newest partition is missing, so maintenance creates it.
-			var newest string
-			if err := b.pool.QueryRow(context.Background(), `SELECT name FROM outbox_live_partitions() ORDER BY range_start DESC LIMIT 1`).Scan(&newest); err != nil {
-				t.Fatal(err)
-			}
-			b.exec(t, `DROP TABLE `+newest)
-
-			holder := b.conn(t)
-			mustExec(t, holder, `BEGIN`)
-			mustExec(t, holder, c.hold)
+			newest := b.dropPartition(t, `true ORDER BY range_start DESC`)
+			holder := b.hold(t, c.hold)
 
 			var logs syncBuffer
 			logger := slog.New(slog.NewTextHandler(&logs, nil))
@@ -483,14 +494,8 @@ func TestIntakeCreatesAMissingPartitionBesideALongReader(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
 			b := setup(t)
-			var current string
-			if err := b.pool.QueryRow(context.Background(), `SELECT name FROM outbox_live_partitions() WHERE range_start <= now() AND range_end > now()`).Scan(&current); err != nil {
-				t.Fatal(err)
-			}
-			b.exec(t, `DROP TABLE `+current)
-			holder := b.conn(t)
-			mustExec(t, holder, `BEGIN`)
-			mustExec(t, holder, c.hold)
+			b.dropPartition(t, `range_start <= now() AND range_end > now()`)
+			holder := b.hold(t, c.hold)
 			defer mustExec(t, holder, `ROLLBACK`)
 
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
