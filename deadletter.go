@@ -36,4 +36,16 @@ type DeadLetterFilter struct {
 	Since, Until time.Time
 	// ErrorContains matches last_error, case-insensitively.
 	ErrorContains string
+	// Payload, when set, keeps the dead letters whose payload holds a value
+	// at a path.
+	Payload *PayloadCondition
+}
+
+// PayloadCondition selects events whose JSON payload holds Value at Path:
+// the value's text, so a string matches without its quotes, and a number
+// or a boolean as written.
+type PayloadCondition struct {
+	// Path is the keys (and array indexes) from the document's root.
+	Path  []string
+	Value string
 }

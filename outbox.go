@@ -65,6 +65,10 @@ type NewEvent struct {
 	MaxAttempts int
 	// RequestID is the intake request's id (see MetadataRequestID).
 	RequestID string
+	// TraceContext is the W3C trace context to continue in the delivery
+	// requests (traceparent, tracestate), kept in the delivery job's
+	// metadata under those names.
+	TraceContext map[string]string
 }
 
 // Accepted is the outcome of storing a NewEvent.

@@ -159,11 +159,21 @@ func (s *Service) retryByFilter(ctx context.Context, f outbox.DeadLetterFilter, 
 		return nil, err
 	}
 	res.Matched = total
-	sample, _, err := s.store.ListDeadLetters(ctx, f, 10, "")
-	if err != nil {
-		return nil, err
+	if f.Payload != nil {
+		// ListDeadLetters knows no payload condition; the sample comes
+		// without payloads then.
+		page, err := s.store.SearchDeadLetters(ctx, f, 10, "", time.Second)
+		if err != nil {
+			return nil, err
+		}
+		res.Sample = page.Items
+	} else {
+		sample, _, err := s.store.ListDeadLetters(ctx, f, 10, "")
+		if err != nil {
+			return nil, err
+		}
+		res.Sample = sample
 	}
-	res.Sample = sample
 	if req.DryRun {
 		return res, nil
 	}
@@ -212,13 +222,15 @@ type retryCursor struct {
 	Since int64  `json:"s,omitempty"` // Unix nanoseconds; 0 for none
 	Until int64  `json:"u"`
 	Error string `json:"e,omitempty"`
-	After int64  `json:"a"`
+	// Payload is the filter's payload condition, if any.
+	Payload *outbox.PayloadCondition `json:"p,omitempty"`
+	After   int64                    `json:"a"`
 }
 
 const retryCursorPrefix = "retry1."
 
 func encodeRetryCursor(f outbox.DeadLetterFilter, after int64) string {
-	c := retryCursor{Route: f.Route, Until: f.Until.UnixNano(), Error: f.ErrorContains, After: after}
+	c := retryCursor{Route: f.Route, Until: f.Until.UnixNano(), Error: f.ErrorContains, Payload: f.Payload, After: after}
 	if !f.Since.IsZero() {
 		c.Since = f.Since.UnixNano()
 	}
@@ -232,7 +244,7 @@ func decodeRetryCursor(s string) (outbox.DeadLetterFilter, int64, error) {
 	if err != nil || !strings.HasPrefix(s, retryCursorPrefix) || json.Unmarshal(raw, &c) != nil || c.Until == 0 {
 		return outbox.DeadLetterFilter{}, 0, outbox.Errorf(outbox.EINVALID, "%q is not a retry cursor: pass next_cursor as an interrupted retry printed it", s)
 	}
-	f := outbox.DeadLetterFilter{Route: c.Route, Until: time.Unix(0, c.Until), ErrorContains: c.Error}
+	f := outbox.DeadLetterFilter{Route: c.Route, Until: time.Unix(0, c.Until), ErrorContains: c.Error, Payload: c.Payload}
 	if c.Since != 0 {
 		f.Since = time.Unix(0, c.Since)
 	}

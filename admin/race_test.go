@@ -279,3 +279,30 @@ func TestBulkRetryResumesWithItsCursor(t *testing.T) {
 	_, err = b.svc.RetryDeadLetters(context.Background(), admin.RetryRequest{Resume: "not-a-cursor"})
 	require.Equal(t, outbox.EINVALID, outbox.ErrorCode(err))
 }
+
+// TestReplayOneEventTwice replays one event by key, lets the delivery
+// complete, and replays it again, as an operator clicking the console's
+// Replay twice: each is a replay of its own, so both send it; while one
+// waits, the other does not queue it again.
+func TestReplayOneEventTwice(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	b.seedDelivered(t, "one", 2)
+
+	first, err := b.svc.Replay(ctx, admin.ReplayRequest{Route: "genesys", Key: "one0"})
+	require.NoError(t, err)
+	require.Equal(t, int64(1), first.Matched)
+	require.Equal(t, int64(1), first.Replayed)
+	waiting, err := b.svc.Replay(ctx, admin.ReplayRequest{Route: "genesys", Key: "one0"})
+	require.NoError(t, err)
+	require.NotEqual(t, first.ReplayID, waiting.ReplayID)
+	require.Equal(t, int64(1), waiting.Skipped, "a delivery of it is already waiting")
+
+	_, err = b.pool.Exec(ctx, `UPDATE river_job SET state = 'completed', finalized_at = now() WHERE state = 'available'`)
+	require.NoError(t, err)
+	again, err := b.svc.Replay(ctx, admin.ReplayRequest{Route: "genesys", Key: "one0"})
+	require.NoError(t, err)
+	require.Equal(t, int64(1), again.Replayed)
+	require.Equal(t, map[string]int{"one0": 1, "one1": 0}, b.queuedPerEvent(t))
+}

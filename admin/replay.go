@@ -2,6 +2,7 @@ package admin
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -13,11 +14,16 @@ import (
 )
 
 // ReplayRequest selects the events of one route received in [Since, Until),
-// in any state, to deliver again; or names a replay to resume.
+// in any state, to deliver again; or, with Key, that one event; or names a
+// replay to resume.
 type ReplayRequest struct {
 	Route        string
 	Since, Until time.Time
-	DryRun       bool
+	// Key names one event of Route; Since and Until are then ignored. Each
+	// replay of one event is a new replay (unless ReplayID names one): it
+	// sends the event again unless a delivery of it is waiting or running.
+	Key    string
+	DryRun bool
 	// ReplayID names the replay. Empty, it is derived from the route and
 	// the window as given (an omitted Until counts as "open"), so the same
 	// request made again is the same replay. A new name starts a new replay
@@ -167,17 +173,29 @@ func (s *Service) replayFor(ctx context.Context, req ReplayRequest) (*store.Repl
 	if _, err := s.checkRoute(req.Route); err != nil {
 		return nil, err
 	}
+	id := req.ReplayID
+	if req.Key != "" {
+		// The event's own instant is the window; the key picks it out of
+		// the events received in the same transaction.
+		ev, err := s.store.EventByKey(ctx, req.Route, req.Key)
+		if err != nil {
+			return nil, err
+		}
+		req.Since, req.Until = ev.ReceivedAt.Truncate(time.Microsecond), ev.ReceivedAt.Truncate(time.Microsecond).Add(time.Microsecond)
+		if id == "" {
+			id = "replay-" + randomHex(6)
+		}
+	}
 	if req.Since.IsZero() {
 		return nil, outbox.Errorf(outbox.EINVALID, "replay needs a start time (since)")
 	}
-	id := req.ReplayID
 	if id == "" {
 		id = defaultReplayID(req.Route, req.Since, req.Until)
 	} else if !replayIDPattern.MatchString(id) {
 		return nil, outbox.Errorf(outbox.EINVALID, "replay id %q is not allowed: use 1 to 64 letters, digits, dots, dashes and underscores, starting with a letter or digit", id)
 	}
-	w := store.ReplayWindow{Route: req.Route, Since: req.Since.Truncate(time.Microsecond), Until: req.Until.Truncate(time.Microsecond)}
-	if now := s.now(); w.Until.IsZero() || w.Until.After(now) {
+	w := store.ReplayWindow{Route: req.Route, Since: req.Since.Truncate(time.Microsecond), Until: req.Until.Truncate(time.Microsecond), Key: req.Key}
+	if now := s.now(); w.Until.IsZero() || (w.Until.After(now) && req.Key == "") {
 		w.Until = now.Truncate(time.Microsecond)
 	}
 	// An existing replay keeps the window its first run fixed.
@@ -204,11 +222,20 @@ func (s *Service) replayFor(ctx context.Context, req ReplayRequest) (*store.Repl
 // sameWindow checks that what req says of the window agrees with replay rp.
 func sameWindow(rp *store.Replay, req ReplayRequest) error {
 	w := rp.Window
-	if (req.Route != "" && req.Route != w.Route) ||
+	if (req.Route != "" && req.Route != w.Route) || (req.Key != "" && req.Key != w.Key) ||
 		(!req.Since.IsZero() && !req.Since.Truncate(time.Microsecond).Equal(w.Since)) ||
 		(!req.Until.IsZero() && !req.Until.Truncate(time.Microsecond).Equal(w.Until)) {
-		return outbox.Errorf(outbox.ECONFLICT, "replay %s covers route %s, received from %s until %s: resume it with its id alone (outbox replay --resume %s), or name a new replay (--replay-id)",
-			rp.ID, w.Route, w.Since.UTC().Format(time.RFC3339Nano), w.Until.UTC().Format(time.RFC3339Nano), rp.ID)
+		what := fmt.Sprintf("route %s, received from %s until %s", w.Route, w.Since.UTC().Format(time.RFC3339Nano), w.Until.UTC().Format(time.RFC3339Nano))
+		if w.Key != "" {
+			what = fmt.Sprintf("event %s/%s", w.Route, w.Key)
+		}
+		return outbox.Errorf(outbox.ECONFLICT, "replay %s covers %s: resume it with its id alone (outbox replay --resume %s), or name a new replay (--replay-id)", rp.ID, what, rp.ID)
 	}
 	return nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
 }

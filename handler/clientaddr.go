@@ -75,3 +75,8 @@ func throttleKey(a netip.Addr) netip.Prefix {
 	p, _ := a.Prefix(bits)
 	return p
 }
+
+// ClientAddr is the address a request comes from, as the admin guard and
+// the logs see it: the peer, or the nearest untrusted X-Forwarded-For hop
+// behind trusted proxies.
+func ClientAddr(r *http.Request, trusted []netip.Prefix) netip.Addr { return clientAddr(r, trusted) }

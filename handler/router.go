@@ -32,6 +32,9 @@ type RouterOptions struct {
 	AdminToken string
 	// RiverUI is served at /riverui/ behind AdminToken; nil turns it off.
 	RiverUI http.Handler
+	// Console is the operator console (handler/console), served at
+	// /console/ behind AdminToken; nil turns it off.
+	Console http.Handler
 	// Registry is where the router registers intake's metrics, and what
 	// /metrics serves. Nil gives the router a private one.
 	Registry *prometheus.Registry
@@ -42,6 +45,9 @@ type RouterOptions struct {
 	// the client's address.
 	TrustedProxies []netip.Prefix
 }
+
+// ConsolePrefix is where the operator console is mounted.
+const ConsolePrefix = "/console"
 
 // NewRouter returns the HTTP handler for the whole service.
 func NewRouter(opts RouterOptions) http.Handler {
@@ -68,6 +74,10 @@ func NewRouter(opts RouterOptions) http.Handler {
 	if opts.RiverUI != nil {
 		r.Handle(RiverUIPrefix, http.RedirectHandler(RiverUIPrefix+"/", http.StatusMovedPermanently))
 		r.PathPrefix(RiverUIPrefix + "/").Handler(guard.wrap(opts.RiverUI))
+	}
+	if opts.Console != nil {
+		r.Handle(ConsolePrefix, http.RedirectHandler(ConsolePrefix+"/", http.StatusMovedPermanently))
+		r.PathPrefix(ConsolePrefix + "/").Handler(guard.wrap(opts.Console))
 	}
 	r.NotFoundHandler, r.MethodNotAllowedHandler = notFound, methodNotAllowed
 	return withRequestID(recoverer(opts.Logger, r))

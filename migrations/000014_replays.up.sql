@@ -7,9 +7,11 @@
 CREATE TABLE outbox_replays (
     id                text        PRIMARY KEY CHECK (id ~ '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$'),
     route             text        NOT NULL,
-    -- The window [since, until), fixed by the replay's first run.
+    -- The window [since, until), fixed by the replay's first run; with a
+    -- key, only that event of it (a single-event replay).
     since             timestamptz NOT NULL,
     until             timestamptz NOT NULL,
+    key               text,
     -- The last event handled, in the (received_at, id) order replays walk.
     after_received_at timestamptz NOT NULL,
     after_id          bigint      NOT NULL DEFAULT 0,

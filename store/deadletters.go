@@ -41,10 +41,15 @@ func deadLetterFrom(row dbsqlc.DeadLetter, withErrors bool) outbox.DeadLetter {
 type deadLetterParams struct {
 	route, errorLike *string
 	since, until     *time.Time
+	payloadPath      []string
+	payloadValue     *string
 }
 
 func paramsOf(f outbox.DeadLetterFilter) deadLetterParams {
-	return deadLetterParams{route: optString(f.Route), errorLike: likePattern(f.ErrorContains), since: optTime(f.Since), until: optTime(f.Until)}
+	return deadLetterParams{
+		route: optString(f.Route), errorLike: likePattern(f.ErrorContains), since: optTime(f.Since), until: optTime(f.Until),
+		payloadPath: payloadPath(f.Payload), payloadValue: payloadValue(f.Payload),
+	}
 }
 
 // ListDeadLetters returns up to limit dead letters matching f, newest
@@ -92,7 +97,10 @@ func (s *Store) CountDeadLettersAfter(ctx context.Context, f outbox.DeadLetterFi
 
 func (s *Store) countDeadLetters(ctx context.Context, f outbox.DeadLetterFilter, afterJobID *int64) (int64, error) {
 	p := paramsOf(f)
-	n, err := s.q.CountDeadLetters(ctx, dbsqlc.CountDeadLettersParams{Route: p.route, Since: p.since, Until: p.until, ErrorLike: p.errorLike, AfterJobID: afterJobID})
+	n, err := s.q.CountDeadLetters(ctx, dbsqlc.CountDeadLettersParams{
+		Route: p.route, Since: p.since, Until: p.until, ErrorLike: p.errorLike, PayloadPath: p.payloadPath, PayloadValue: p.payloadValue,
+		AfterJobID: afterJobID,
+	})
 	if err != nil {
 		return 0, fmt.Errorf("error counting dead letters: %w", err)
 	}
@@ -125,7 +133,7 @@ type DeadLetterRef struct {
 func (s *Store) DeadLetterBatch(ctx context.Context, f outbox.DeadLetterFilter, afterJobID int64, max int) ([]DeadLetterRef, error) {
 	p := paramsOf(f)
 	rows, err := s.q.DeadLetterBatch(ctx, dbsqlc.DeadLetterBatchParams{
-		Route: p.route, Since: p.since, Until: &f.Until, ErrorLike: p.errorLike, AfterJobID: afterJobID, MaxRows: int32(max),
+		Route: p.route, Since: p.since, Until: &f.Until, ErrorLike: p.errorLike, PayloadPath: p.payloadPath, PayloadValue: p.payloadValue, AfterJobID: afterJobID, MaxRows: int32(max),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("error selecting dead letters: %w", err)

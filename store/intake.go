@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 	"time"
 
@@ -103,8 +104,13 @@ func (in *Intake) acceptBatch(ctx context.Context, evs []*outbox.NewEvent, param
 			delete(inserted, rk) // a later event of the same key is a duplicate
 			res[i] = outbox.Accepted{EventID: row.ID}
 			opts := &river.InsertOpts{Queue: ev.Route, MaxAttempts: ev.MaxAttempts}
-			if ev.RequestID != "" {
-				opts.Metadata, _ = json.Marshal(map[string]string{outbox.MetadataRequestID: ev.RequestID})
+			if ev.RequestID != "" || len(ev.TraceContext) > 0 {
+				meta := make(map[string]string, len(ev.TraceContext)+1)
+				maps.Copy(meta, ev.TraceContext)
+				if ev.RequestID != "" {
+					meta[outbox.MetadataRequestID] = ev.RequestID
+				}
+				opts.Metadata, _ = json.Marshal(meta)
 			}
 			jobs = append(jobs, river.InsertManyParams{
 				Args:       outbox.DeliverArgs{EventID: row.ID, Route: ev.Route, Key: ev.Key, ReceivedAt: row.ReceivedAt},

@@ -15,10 +15,12 @@ import (
 	"github.com/webhook-outbox/webhook-outbox/sql/dbsqlc"
 )
 
-// ReplayWindow is a route's events received in [Since, Until).
+// ReplayWindow is a route's events received in [Since, Until); with Key,
+// only the event of that key.
 type ReplayWindow struct {
 	Route        string
 	Since, Until time.Time
+	Key          string
 }
 
 // ReplayCandidate is an event a replay selects.
@@ -48,7 +50,7 @@ type Replay struct {
 
 func replayFrom(r dbsqlc.OutboxReplay) *Replay {
 	return &Replay{
-		ID: r.ID, Window: ReplayWindow{Route: r.Route, Since: r.Since, Until: r.Until},
+		ID: r.ID, Window: ReplayWindow{Route: r.Route, Since: r.Since, Until: r.Until, Key: deref(r.Key)},
 		AfterReceivedAt: r.AfterReceivedAt, AfterID: r.AfterID, Finished: r.FinishedAt != nil,
 	}
 }
@@ -58,7 +60,7 @@ func replayFrom(r dbsqlc.OutboxReplay) *Replay {
 // window may differ from w.
 func (s *Store) StartReplay(ctx context.Context, id string, w ReplayWindow) (*Replay, error) {
 	if err := s.q.StartReplay(ctx, dbsqlc.StartReplayParams{
-		ID: id, Route: w.Route, Since: w.Since, Until: w.Until, AfterReceivedAt: w.Since.Add(-time.Microsecond),
+		ID: id, Route: w.Route, Since: w.Since, Until: w.Until, Key: optString(w.Key), AfterReceivedAt: w.Since.Add(-time.Microsecond),
 	}); err != nil {
 		return nil, fmt.Errorf("error recording replay %s: %w", id, err)
 	}
@@ -79,7 +81,7 @@ func (s *Store) Replay(ctx context.Context, id string) (*Replay, error) {
 
 // CountReplay counts the events in w.
 func (s *Store) CountReplay(ctx context.Context, w ReplayWindow) (int64, error) {
-	n, err := s.q.CountReplay(ctx, dbsqlc.CountReplayParams{Route: w.Route, Since: w.Since, Until: w.Until})
+	n, err := s.q.CountReplay(ctx, dbsqlc.CountReplayParams{Route: w.Route, Since: w.Since, Until: w.Until, Key: optString(w.Key)})
 	if err != nil {
 		return 0, fmt.Errorf("error counting events: %w", err)
 	}
@@ -89,7 +91,7 @@ func (s *Store) CountReplay(ctx context.Context, w ReplayWindow) (int64, error) 
 // CountReplayed counts the events of r's window that r has handled.
 func (s *Store) CountReplayed(ctx context.Context, r *Replay) (int64, error) {
 	n, err := s.q.CountReplayThrough(ctx, dbsqlc.CountReplayThroughParams{
-		Route: r.Window.Route, Since: r.Window.Since, Until: r.Window.Until,
+		Route: r.Window.Route, Since: r.Window.Since, Until: r.Window.Until, Key: optString(r.Window.Key),
 		ThroughReceivedAt: r.AfterReceivedAt, ThroughID: r.AfterID,
 	})
 	if err != nil {
@@ -106,7 +108,7 @@ func (s *Store) ReplayCandidates(ctx context.Context, w ReplayWindow, afterAt ti
 
 func replayCandidates(ctx context.Context, q *dbsqlc.Queries, w ReplayWindow, afterAt time.Time, afterID int64, max int) ([]ReplayCandidate, error) {
 	rows, err := q.ReplayBatch(ctx, dbsqlc.ReplayBatchParams{
-		Route: w.Route, Since: w.Since, Until: w.Until, AfterReceivedAt: afterAt, AfterID: afterID, MaxRows: int32(max),
+		Route: w.Route, Since: w.Since, Until: w.Until, Key: optString(w.Key), AfterReceivedAt: afterAt, AfterID: afterID, MaxRows: int32(max),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("error selecting events: %w", err)
@@ -231,4 +233,11 @@ func (s *Store) ReplayNextBatch(ctx context.Context, jobs JobInserter, id string
 		return ReplayOutcome{}, err
 	}
 	return out, nil
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
 }

@@ -293,7 +293,9 @@ func TestMigrateUpConcurrently(t *testing.T) {
 		t.Errorf("migrate version: %d %q", code, stdout)
 	}
 	code, stdout, _ = runBinary(t, env, "migrate", "down", "--config", cfgPath)
-	if code != 0 || !strings.Contains(stdout, fmt.Sprintf("from version %d to %d", migrations.Latest, migrations.Latest-1)) {
+	// One step down; version numbers have gaps, so the version below
+	// Latest is not always Latest-1.
+	if code != 0 || !strings.Contains(stdout, fmt.Sprintf("from version %d to ", migrations.Latest)) || strings.Contains(stdout, fmt.Sprintf("to %d\n", migrations.Latest)) {
 		t.Errorf("migrate down: %d %q", code, stdout)
 	}
 }

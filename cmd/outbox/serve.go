@@ -23,6 +23,7 @@ import (
 	"github.com/webhook-outbox/webhook-outbox/admin"
 	"github.com/webhook-outbox/webhook-outbox/config"
 	"github.com/webhook-outbox/webhook-outbox/handler"
+	"github.com/webhook-outbox/webhook-outbox/handler/console"
 	"github.com/webhook-outbox/webhook-outbox/jobs"
 	"github.com/webhook-outbox/webhook-outbox/migrations"
 	"github.com/webhook-outbox/webhook-outbox/store"
@@ -225,6 +226,16 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		}
 		m.stopUI = stopUI
 		routerOpts.Admin, routerOpts.AdminToken, routerOpts.RiverUI = ops, cfg.AdminToken, ui
+		trusted := cfg.TrustedProxyPrefixes()
+		routerOpts.Console, err = console.New(console.Options{
+			Operator: ops, Reader: st, Config: cfg, AdminToken: cfg.AdminToken,
+			Logger:     logger.With("component", "console"),
+			ClientAddr: func(r *http.Request) string { return handler.ClientAddr(r, trusted).String() },
+			RiverUI:    handler.RiverUIPrefix,
+		})
+		if err != nil {
+			return err
+		}
 	}
 	server, err := m.newHTTPServer(handler.NewRouter(routerOpts))
 	if err != nil {

@@ -49,17 +49,25 @@ func (q *Queries) ClearRoutePaused(ctx context.Context, route string) error {
 }
 
 const countReplay = `-- name: CountReplay :one
-SELECT count(*) FROM events WHERE route = $1 AND received_at >= $2 AND received_at < $3
+SELECT count(*) FROM events
+WHERE route = $1 AND received_at >= $2 AND received_at < $3
+  AND ($4::text IS NULL OR key = $4)
 `
 
 type CountReplayParams struct {
 	Route string
 	Since time.Time
 	Until time.Time
+	Key   *string
 }
 
 func (q *Queries) CountReplay(ctx context.Context, arg CountReplayParams) (int64, error) {
-	row := q.db.QueryRow(ctx, countReplay, arg.Route, arg.Since, arg.Until)
+	row := q.db.QueryRow(ctx, countReplay,
+		arg.Route,
+		arg.Since,
+		arg.Until,
+		arg.Key,
+	)
 	var count int64
 	err := row.Scan(&count)
 	return count, err
@@ -68,13 +76,15 @@ func (q *Queries) CountReplay(ctx context.Context, arg CountReplayParams) (int64
 const countReplayThrough = `-- name: CountReplayThrough :one
 SELECT count(*) FROM events
 WHERE route = $1 AND received_at >= $2 AND received_at < $3
-  AND (received_at, id) <= ($4::timestamptz, $5::bigint)
+  AND ($4::text IS NULL OR key = $4)
+  AND (received_at, id) <= ($5::timestamptz, $6::bigint)
 `
 
 type CountReplayThroughParams struct {
 	Route             string
 	Since             time.Time
 	Until             time.Time
+	Key               *string
 	ThroughReceivedAt time.Time
 	ThroughID         int64
 }
@@ -85,6 +95,7 @@ func (q *Queries) CountReplayThrough(ctx context.Context, arg CountReplayThrough
 		arg.Route,
 		arg.Since,
 		arg.Until,
+		arg.Key,
 		arg.ThroughReceivedAt,
 		arg.ThroughID,
 	)
@@ -155,7 +166,7 @@ func (q *Queries) FinishReplay(ctx context.Context, id string) error {
 }
 
 const getReplay = `-- name: GetReplay :one
-SELECT id, route, since, until, after_received_at, after_id, replayed, revived, skipped, created_at, updated_at, finished_at FROM outbox_replays WHERE id = $1
+SELECT id, route, since, until, key, after_received_at, after_id, replayed, revived, skipped, created_at, updated_at, finished_at FROM outbox_replays WHERE id = $1
 `
 
 func (q *Queries) GetReplay(ctx context.Context, id string) (OutboxReplay, error) {
@@ -166,6 +177,7 @@ func (q *Queries) GetReplay(ctx context.Context, id string) (OutboxReplay, error
 		&i.Route,
 		&i.Since,
 		&i.Until,
+		&i.Key,
 		&i.AfterReceivedAt,
 		&i.AfterID,
 		&i.Replayed,
@@ -254,7 +266,7 @@ func (q *Queries) ListRoutePauses(ctx context.Context) ([]RoutePause, error) {
 }
 
 const lockReplay = `-- name: LockReplay :one
-SELECT id, route, since, until, after_received_at, after_id, replayed, revived, skipped, created_at, updated_at, finished_at FROM outbox_replays WHERE id = $1 FOR UPDATE
+SELECT id, route, since, until, key, after_received_at, after_id, replayed, revived, skipped, created_at, updated_at, finished_at FROM outbox_replays WHERE id = $1 FOR UPDATE
 `
 
 // Taken by each batch: runs of the same replay go one batch at a time, each
@@ -267,6 +279,7 @@ func (q *Queries) LockReplay(ctx context.Context, id string) (OutboxReplay, erro
 		&i.Route,
 		&i.Since,
 		&i.Until,
+		&i.Key,
 		&i.AfterReceivedAt,
 		&i.AfterID,
 		&i.Replayed,
@@ -357,15 +370,17 @@ FROM events
 WHERE route = $1
   AND received_at >= $2
   AND received_at < $3
-  AND (received_at, id) > ($4::timestamptz, $5::bigint)
+  AND ($4::text IS NULL OR key = $4)
+  AND (received_at, id) > ($5::timestamptz, $6::bigint)
 ORDER BY received_at, id
-LIMIT $6
+LIMIT $7
 `
 
 type ReplayBatchParams struct {
 	Route           string
 	Since           time.Time
 	Until           time.Time
+	Key             *string
 	AfterReceivedAt time.Time
 	AfterID         int64
 	MaxRows         int32
@@ -385,6 +400,7 @@ func (q *Queries) ReplayBatch(ctx context.Context, arg ReplayBatchParams) ([]Rep
 		arg.Route,
 		arg.Since,
 		arg.Until,
+		arg.Key,
 		arg.AfterReceivedAt,
 		arg.AfterID,
 		arg.MaxRows,
@@ -422,8 +438,8 @@ func (q *Queries) SetRoutePaused(ctx context.Context, route string) error {
 }
 
 const startReplay = `-- name: StartReplay :exec
-INSERT INTO outbox_replays (id, route, since, until, after_received_at)
-VALUES ($1, $2, $3, $4, $5)
+INSERT INTO outbox_replays (id, route, since, until, key, after_received_at)
+VALUES ($1, $2, $3, $4, $5, $6)
 ON CONFLICT (id) DO NOTHING
 `
 
@@ -432,6 +448,7 @@ type StartReplayParams struct {
 	Route           string
 	Since           time.Time
 	Until           time.Time
+	Key             *string
 	AfterReceivedAt time.Time
 }
 
@@ -443,6 +460,7 @@ func (q *Queries) StartReplay(ctx context.Context, arg StartReplayParams) error 
 		arg.Route,
 		arg.Since,
 		arg.Until,
+		arg.Key,
 		arg.AfterReceivedAt,
 	)
 	return err

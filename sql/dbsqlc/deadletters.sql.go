@@ -17,24 +17,32 @@ WHERE ($1::text IS NULL OR route = $1)
   AND ($2::timestamptz IS NULL OR failed_at >= $2)
   AND ($3::timestamptz IS NULL OR failed_at < $3)
   AND ($4::text IS NULL OR last_error ILIKE $4)
-  AND ($5::bigint IS NULL OR job_id > $5)
+  AND ($5::text[] IS NULL OR payload #>> $5::text[] = $6::text)
+  AND ($7::bigint IS NULL OR job_id > $7)
 `
 
 type CountDeadLettersParams struct {
-	Route      *string
-	Since      *time.Time
-	Until      *time.Time
-	ErrorLike  *string
-	AfterJobID *int64
+	Route        *string
+	Since        *time.Time
+	Until        *time.Time
+	ErrorLike    *string
+	PayloadPath  []string
+	PayloadValue *string
+	AfterJobID   *int64
 }
 
-// after_job_id, when set, counts only those a resumed bulk retry has left.
+// A payload condition parses every matching dead letter's body
+// (outbox_payload): about 3.6 s for 100,000 bodies of 1 KB here. Only the
+// console's "Retry all matching" count asks for one. after_job_id, when
+// set, counts only those a resumed bulk retry has left.
 func (q *Queries) CountDeadLetters(ctx context.Context, arg CountDeadLettersParams) (int64, error) {
 	row := q.db.QueryRow(ctx, countDeadLetters,
 		arg.Route,
 		arg.Since,
 		arg.Until,
 		arg.ErrorLike,
+		arg.PayloadPath,
+		arg.PayloadValue,
 		arg.AfterJobID,
 	)
 	var count int64
@@ -49,18 +57,21 @@ WHERE ($1::text IS NULL OR route = $1)
   AND ($2::timestamptz IS NULL OR failed_at >= $2)
   AND failed_at < $3
   AND ($4::text IS NULL OR last_error ILIKE $4)
-  AND job_id > $5
+  AND ($5::text[] IS NULL OR payload #>> $5::text[] = $6::text)
+  AND job_id > $7
 ORDER BY job_id
-LIMIT $6
+LIMIT $8
 `
 
 type DeadLetterBatchParams struct {
-	Route      *string
-	Since      *time.Time
-	Until      *time.Time
-	ErrorLike  *string
-	AfterJobID int64
-	MaxRows    int32
+	Route        *string
+	Since        *time.Time
+	Until        *time.Time
+	ErrorLike    *string
+	PayloadPath  []string
+	PayloadValue *string
+	AfterJobID   int64
+	MaxRows      int32
 }
 
 type DeadLetterBatchRow struct {
@@ -76,6 +87,8 @@ func (q *Queries) DeadLetterBatch(ctx context.Context, arg DeadLetterBatchParams
 		arg.Since,
 		arg.Until,
 		arg.ErrorLike,
+		arg.PayloadPath,
+		arg.PayloadValue,
 		arg.AfterJobID,
 		arg.MaxRows,
 	)

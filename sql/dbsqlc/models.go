@@ -128,6 +128,7 @@ type OutboxReplay struct {
 	Route           string
 	Since           time.Time
 	Until           time.Time
+	Key             *string
 	AfterReceivedAt time.Time
 	AfterID         int64
 	Replayed        int64

@@ -22,12 +22,15 @@ FROM events
 WHERE route = @route
   AND received_at >= @since
   AND received_at < @until
+  AND (sqlc.narg(key)::text IS NULL OR key = sqlc.narg(key))
   AND (received_at, id) > (@after_received_at::timestamptz, @after_id::bigint)
 ORDER BY received_at, id
 LIMIT @max_rows;
 
 -- name: CountReplay :one
-SELECT count(*) FROM events WHERE route = @route AND received_at >= @since AND received_at < @until;
+SELECT count(*) FROM events
+WHERE route = @route AND received_at >= @since AND received_at < @until
+  AND (sqlc.narg(key)::text IS NULL OR key = sqlc.narg(key));
 
 -- name: DeliveredSinceByRoute :many
 -- Completed delivery jobs; River keeps them for a day, which covers the
@@ -59,8 +62,8 @@ SELECT name, paused_at FROM river_queue WHERE name = ANY(@names::text[]);
 -- name: StartReplay :exec
 -- Records a replay on its first run; a later run of the same id finds the
 -- row as it is.
-INSERT INTO outbox_replays (id, route, since, until, after_received_at)
-VALUES (@id, @route, @since, @until, @after_received_at)
+INSERT INTO outbox_replays (id, route, since, until, key, after_received_at)
+VALUES (@id, @route, @since, @until, sqlc.narg(key), @after_received_at)
 ON CONFLICT (id) DO NOTHING;
 
 -- name: GetReplay :one
@@ -85,4 +88,5 @@ UPDATE outbox_replays SET finished_at = coalesce(finished_at, now()), updated_at
 -- Events of the window a replay has handled: up to its cursor.
 SELECT count(*) FROM events
 WHERE route = @route AND received_at >= @since AND received_at < @until
+  AND (sqlc.narg(key)::text IS NULL OR key = sqlc.narg(key))
   AND (received_at, id) <= (@through_received_at::timestamptz, @through_id::bigint);

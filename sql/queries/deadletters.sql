@@ -13,13 +13,17 @@ ORDER BY failed_at DESC, job_id DESC
 LIMIT @max_rows;
 
 -- name: CountDeadLetters :one
--- after_job_id, when set, counts only those a resumed bulk retry has left.
+-- A payload condition parses every matching dead letter's body
+-- (outbox_payload): about 3.6 s for 100,000 bodies of 1 KB here. Only the
+-- console's "Retry all matching" count asks for one. after_job_id, when
+-- set, counts only those a resumed bulk retry has left.
 SELECT count(*)
 FROM dead_letters
 WHERE (sqlc.narg(route)::text IS NULL OR route = sqlc.narg(route))
   AND (sqlc.narg(since)::timestamptz IS NULL OR failed_at >= sqlc.narg(since))
   AND (sqlc.narg(until)::timestamptz IS NULL OR failed_at < sqlc.narg(until))
   AND (sqlc.narg(error_like)::text IS NULL OR last_error ILIKE sqlc.narg(error_like))
+  AND (sqlc.narg(payload_path)::text[] IS NULL OR payload #>> sqlc.narg(payload_path)::text[] = sqlc.narg(payload_value)::text)
   AND (sqlc.narg(after_job_id)::bigint IS NULL OR job_id > sqlc.narg(after_job_id));
 
 -- name: DeadLetterBatch :many
@@ -31,6 +35,7 @@ WHERE (sqlc.narg(route)::text IS NULL OR route = sqlc.narg(route))
   AND (sqlc.narg(since)::timestamptz IS NULL OR failed_at >= sqlc.narg(since))
   AND failed_at < @until
   AND (sqlc.narg(error_like)::text IS NULL OR last_error ILIKE sqlc.narg(error_like))
+  AND (sqlc.narg(payload_path)::text[] IS NULL OR payload #>> sqlc.narg(payload_path)::text[] = sqlc.narg(payload_value)::text)
   AND job_id > @after_job_id
 ORDER BY job_id
 LIMIT @max_rows;
