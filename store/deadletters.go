@@ -86,8 +86,21 @@ func (s *Store) ListDeadLetters(ctx context.Context, f outbox.DeadLetterFilter, 
 
 // CountDeadLetters counts the dead letters matching f.
 func (s *Store) CountDeadLetters(ctx context.Context, f outbox.DeadLetterFilter) (int64, error) {
+	return s.countDeadLetters(ctx, f, nil)
+}
+
+// CountDeadLettersAfter counts the dead letters matching f whose job id is
+// above afterJobID: what a resumed bulk retry has left.
+func (s *Store) CountDeadLettersAfter(ctx context.Context, f outbox.DeadLetterFilter, afterJobID int64) (int64, error) {
+	return s.countDeadLetters(ctx, f, &afterJobID)
+}
+
+func (s *Store) countDeadLetters(ctx context.Context, f outbox.DeadLetterFilter, afterJobID *int64) (int64, error) {
 	p := paramsOf(f)
-	n, err := s.q.CountDeadLetters(ctx, dbsqlc.CountDeadLettersParams{Route: p.route, Since: p.since, Until: p.until, ErrorLike: p.errorLike, PayloadPath: p.payloadPath, PayloadValue: p.payloadValue})
+	n, err := s.q.CountDeadLetters(ctx, dbsqlc.CountDeadLettersParams{
+		Route: p.route, Since: p.since, Until: p.until, ErrorLike: p.errorLike, PayloadPath: p.payloadPath, PayloadValue: p.payloadValue,
+		AfterJobID: afterJobID,
+	})
 	if err != nil {
 		return 0, fmt.Errorf("error counting dead letters: %w", err)
 	}
@@ -146,14 +159,15 @@ type RetryBudget struct {
 // it retried; a job that is no longer dead, or whose route has no budget
 // here, is left alone.
 func (s *Store) RetryDeadLetterJobs(ctx context.Context, jobIDs []int64, budgets []RetryBudget) (int64, error) {
-	return retryJobs(ctx, s.q, jobIDs, budgets)
+	return retryJobs(ctx, s.q, jobIDs, budgets, "")
 }
 
-func retryJobs(ctx context.Context, q *dbsqlc.Queries, jobIDs []int64, budgets []RetryBudget) (int64, error) {
+// retryJobs retries dead jobs; replayID, if set, tags them as a replay's.
+func retryJobs(ctx context.Context, q *dbsqlc.Queries, jobIDs []int64, budgets []RetryBudget, replayID string) (int64, error) {
 	if len(jobIDs) == 0 {
 		return 0, nil
 	}
-	params := dbsqlc.RetryDeadLetterJobsParams{JobIds: jobIDs}
+	params := dbsqlc.RetryDeadLetterJobsParams{JobIds: jobIDs, ReplayID: replayID}
 	for _, b := range budgets {
 		params.Routes = append(params.Routes, b.Route)
 		params.MaxAttempts = append(params.MaxAttempts, int32(b.MaxAttempts))

@@ -168,7 +168,11 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 	// The maintenance job keeps partitions days ahead; this covers a first
 	// start, or one after maintenance has been stopped for long.
-	if err := st.EnsurePartitions(ctx, time.Now().Add(-st.PartitionInterval), st.PartitionHorizon(time.Now())); err != nil {
+	// Busy means another replica's maintenance is doing DDL right now; it
+	// or this replica's maintenance creates them, and intake on demand.
+	if err := st.EnsurePartitions(ctx, time.Now().Add(-st.PartitionInterval), st.PartitionHorizon(time.Now())); errors.Is(err, store.ErrPartitionsBusy) {
+		logger.Warn("events partitions not created at startup; maintenance will create them", "error", err)
+	} else if err != nil {
 		return err
 	}
 	riverLogger := m.RiverLogger
