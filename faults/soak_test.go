@@ -19,11 +19,13 @@ import (
 )
 
 // The soak's timings. Retention runs every soakMaintenance over partitions
-// of soakPartition, with event_retention 1m (the least the config takes),
-// so a partition filled at the start expires about 65 s in, while the
-// senders still post.
+// of soakPartition, with event_retention 1m (the least the config takes):
+// the seeded events' partitions expire in the first seconds of the load,
+// while their deliveries run, and those the senders filled first expire
+// about 65 s in.
 const (
-	soakLoad        = 70 * time.Second
+	soakLoad        = 60 * time.Second
+	soakSeeds       = 300
 	soakDrain       = 60 * time.Second
 	soakPartition   = 5 * time.Second
 	soakMaintenance = 3 * time.Second
@@ -34,8 +36,10 @@ const (
 // flaky target (500s, 503s with Retry-After, hangs past the timeout),
 // bulk dead-letter retries through the CLI and the admin API, replays of
 // one window through the CLI and the API at the same moment, pauses and
-// resumes, and retention expiring partitions every few seconds. After the
-// backlog drains, its ledger checks that:
+// resumes, and retention expiring partitions every few seconds, starting
+// with those of soakSeeds events received a minute before the run and not
+// yet delivered, whose survivors it moves while they are being delivered.
+// After the backlog drains, its ledger checks that:
 //   - every event is delivered or a dead letter, and none has vanished but
 //     those retention removed after the target acknowledged them;
 //   - no delivery job has vanished;
@@ -64,12 +68,14 @@ func TestConcurrencySoak(t *testing.T) {
 		FOR p IN SELECT name FROM outbox_live_partitions() LOOP EXECUTE format('DROP TABLE %I', p); END LOOP; END $$`); err != nil {
 		t.Fatal(err)
 	}
+	seed(t, p)
 	srv := startServeEnv(t, "serve", cfgPath, port, []string{
 		"OUTBOX_TEST_PARTITION_INTERVAL=" + soakPartition.String(),
 		"OUTBOX_TEST_MAINTENANCE_INTERVAL=" + soakMaintenance.String(),
 	})
 	ops := &operator{t: t, base: srv.base, cfgPath: cfgPath}
 	seen := newSightings()
+	seen.look(p)
 
 	start := time.Now()
 	l := newLedger()
@@ -171,7 +177,8 @@ func TestConcurrencySoak(t *testing.T) {
 		orphans, err = orphanPartitions(p)
 		return err == nil && len(orphans) == 0
 	})
-	dropped := strings.Count(srv.log(), "dropped expired events partition")
+	serveLog := srv.log()
+	dropped := strings.Count(serveLog, "dropped expired events partition")
 	if dropped == 0 || expired == 0 {
 		problems = append(problems, fmt.Sprintf("retention dropped %d partitions and removed %d delivered events during the run; the soak must see partitions expire", dropped, expired))
 	}
@@ -216,10 +223,51 @@ func TestConcurrencySoak(t *testing.T) {
 	}
 	figure(t, "%s of load: %d events acknowledged (%d seen in all), %d target requests, %d 2xx; drained %s after the load",
 		round(loadEnded.Sub(start)), len(keys), len(all), requests, sends, round(drained.Sub(loadEnded)))
-	figure(t, "at the end: %d delivered and stored, %d delivered and removed by retention (%d partitions dropped), %d dead letters",
-		delivered, expired, dropped, dead)
+	figure(t, "at the end: %d delivered and stored, %d delivered and removed by retention (%d partitions dropped, %d survivors moved), %d dead letters",
+		delivered, expired, dropped, survivorsMoved(serveLog), dead)
+	figure(t, "deliveries recorded only after retrying (their rows were held): %d; recorded by a later run without sending again: %d",
+		strings.Count(serveLog, "delivered; recorded after retrying"), strings.Count(serveLog, "recording a delivery the target acknowledged in an earlier run"))
 	figure(t, "operator actions: %s", ops.summary())
 	figure(t, "duplicate 2xx: %d sent by replays (by design), %d beyond the bound (bound 0: no crash)", replaySends, unrecorded)
+}
+
+// survivorsMoved adds up what retention's log says it moved to
+// events_retained.
+func survivorsMoved(log string) int {
+	total := 0
+	for _, line := range strings.Split(log, "\n") {
+		if !strings.Contains(line, "dropped expired events partition") {
+			continue
+		}
+		if _, after, ok := strings.Cut(line, "survivors_retained="); ok {
+			var n int
+			if _, err := fmt.Sscan(after, &n); err == nil {
+				total += n
+			}
+		}
+	}
+	return total
+}
+
+// seed stores soakSeeds events received 65 to 55 s ago, in partitions of
+// soakPartition, each with a delivery job waiting, as intake would have:
+// their partitions expire as soon as the run starts.
+func seed(t *testing.T, p *pgxpool.Pool) {
+	t.Helper()
+	_, err := p.Exec(context.Background(), fmt.Sprintf(`
+		SELECT outbox_ensure_partitions(now() - interval '70 seconds', now(), interval '%d seconds');
+		WITH ev AS (
+			INSERT INTO events (route, key, content_type, body, received_at)
+			SELECT 'hooks', 'seed-' || g, 'application/json', convert_to(format('{"id":"seed-%%s"}', g), 'UTF8'),
+			       now() - interval '65 seconds' + g * (interval '10 seconds' / %[2]d)
+			FROM generate_series(0, %[2]d - 1) AS g
+			RETURNING id, key, received_at)
+		INSERT INTO river_job (args, kind, max_attempts, queue, state)
+		SELECT jsonb_build_object('event_id', id, 'route', 'hooks', 'key', key, 'received_at', received_at), 'deliver', 3, 'hooks', 'available'
+		FROM ev`, int(soakPartition.Seconds()), soakSeeds))
+	if err != nil {
+		t.Fatalf("cannot seed events: %v", err)
+	}
 }
 
 // flaky is the soak's target: mostly 200, and otherwise a 500, a 503 with
