@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -56,14 +57,14 @@ func TestTwoReplicas(t *testing.T) {
 	for _, r := range tg.log() {
 		byReplica[r.replica]++
 	}
-	extra, dupKeys := tg.duplicates()
+	extra, late, dupKeys := tg.duplicatesBeyond(t, p, "hooks")
 	if extra > 0 {
 		t.Errorf("%d duplicate deliveries with no replica crashed (keys %v); without a crash the bound is 0", extra, dupKeys)
 	}
 	if byReplica["a"] == 0 || byReplica["b"] == 0 {
 		t.Errorf("deliveries by replica: %v; both should have worked", byReplica)
 	}
-	figure(t, "%d events through two replicas, delivered by replica %v, duplicates %d", len(keys), byReplica, extra)
+	figure(t, "%d events through two replicas, delivered by replica %v, duplicates %d (and %d whose 2xx came after target.timeout)", len(keys), byReplica, extra, late)
 
 	// Hold deliveries at the target, then kill the replica holding most.
 	hold := newLedger()
@@ -116,19 +117,23 @@ func TestTwoReplicas(t *testing.T) {
 	holdKeys := hold.keys()
 	checkNoLoss(t, p, "hooks", holdKeys)
 	_, settledAt := waitSettled(t, p, "hooks", holdKeys, 150*time.Second)
+	// Each held event reaches the target once: the killed replica never
+	// got an answer, so nothing it sent is repeated. A second 2xx is
+	// allowed only where the target answered after target.timeout.
+	extraAfter, lateAfter, dupKeys := tg.duplicatesBeyond(t, p, "hooks")
 	for _, k := range holdKeys {
-		if replicas := tg.deliveredBy(k); len(replicas) != 1 {
-			t.Errorf("%s delivered %d times (by %v), want once: the target never answered the killed replica", k, len(replicas), replicas)
+		if by := tg.deliveredBy(k); len(by) == 0 || slices.Contains(dupKeys, k) {
+			t.Errorf("%s delivered %d times (by %v), want once: the target never answered the killed replica", k, len(by), by)
 		}
-	}
-	if extraAfter, dupKeys := tg.duplicates(); extraAfter > concurrency {
-		t.Errorf("%d duplicate deliveries after one replica was killed (keys %v); %s", extraAfter, dupKeys, crashBound(concurrency, 1))
 	}
 	for _, k := range victimKeys {
-		if by := tg.deliveredBy(k); len(by) != 1 || by[0] != survivor {
-			t.Errorf("%s was in flight on killed replica %s; delivered by %v, want by the survivor %s", k, victim, by, survivor)
+		if by := tg.deliveredBy(k); len(by) == 0 || slices.Contains(by, victim) {
+			t.Errorf("%s was in flight on killed replica %s; delivered by %v, want by the survivor %s only", k, victim, by, survivor)
 		}
 	}
-	figure(t, "killed replica %s with %d deliveries in flight; the survivor rescued and delivered them %s after the kill",
-		victim, len(victimKeys), round(settledAt.Sub(killedAt)))
+	if extraAfter > concurrency {
+		t.Errorf("%d duplicate deliveries after one replica was killed (keys %v); %s", extraAfter, dupKeys, crashBound(concurrency, 1))
+	}
+	figure(t, "killed replica %s with %d deliveries in flight; the survivor rescued and delivered them %s after the kill; duplicates %d of at most %d (and %d whose 2xx came after target.timeout)",
+		victim, len(victimKeys), round(settledAt.Sub(killedAt)), extraAfter, concurrency, lateAfter)
 }
