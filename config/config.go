@@ -33,6 +33,18 @@ const (
 	// concurrently, it only bites when requests pile up waiting for a slow
 	// database, and then bounds the memory they hold.
 	DefaultMaxInflightRequests = 1024
+	// DefaultIntakeBodyTimeout is how long a webhook's body may take to
+	// arrive once its headers are in. Senders post bodies of a few KiB to
+	// a few hundred KiB in milliseconds; a body still trickling in after
+	// 10 s holds an intake slot for nothing.
+	DefaultIntakeBodyTimeout = 10 * time.Second
+	// MaxIntakeBodyTimeout is the longest intake_body_timeout: the HTTP
+	// server's own limit on reading a whole request.
+	MaxIntakeBodyTimeout = 30 * time.Second
+	// MaxInflightBodyBytes bounds max_inflight_requests × the largest
+	// max_body_bytes: the memory that bodies in flight may hold at once.
+	// The defaults (1024 × 1 MiB) reach it exactly.
+	MaxInflightBodyBytes = 1 << 30
 	// Circuit breaker defaults: open after this many consecutive retryable
 	// failures, stay open 30 s, doubling after each failed probe up to 5 min.
 	DefaultBreakerFailures    = 5
@@ -52,12 +64,12 @@ type Config struct {
 	// DatabaseURL is the Postgres connection URL. Required; DATABASE_URL
 	// overrides it. pool_max_conns in it sizes the pool (at least 20).
 	DatabaseURL string `yaml:"database_url"`
-	// AdminToken guards /admin/ and /riverui/, as a Bearer token or as the
-	// Basic auth password. At least 32 bytes; required unless
+	// AdminToken guards /admin/, /riverui/ and /console/, as a Bearer token
+	// or as the Basic auth password. At least 32 bytes; required unless
 	// disable_admin is true.
 	AdminToken string `yaml:"admin_token"`
-	// DisableAdmin turns the admin API and River UI off, so that no admin
-	// token is needed.
+	// DisableAdmin turns the admin API, River UI and the console off, so
+	// that no admin token is needed.
 	DisableAdmin bool `yaml:"disable_admin"`
 	// DeadLetterRetention is how long dead letters are kept; "forever" keeps
 	// them. At least event_retention: a dead letter's event goes with it,
@@ -82,6 +94,10 @@ type Config struct {
 	// Past it, intake sheds load with 429 and Retry-After rather than queue
 	// more requests behind a database that is not keeping up.
 	MaxInflightRequests int `yaml:"max_inflight_requests"`
+	// IntakeBodyTimeout is how long a webhook's body may take to arrive
+	// after its headers; a slower body is cut off with 408, so a sender
+	// trickling bytes cannot hold an intake slot. At most 30s.
+	IntakeBodyTimeout Duration `yaml:"intake_body_timeout"`
 	// ShutdownTimeout bounds a graceful shutdown: in-flight requests and
 	// running deliveries get this long to finish.
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
@@ -91,9 +107,15 @@ type Config struct {
 	TLS *TLS `yaml:"tls"`
 	// TrustedProxies are the addresses or CIDR ranges of reverse proxies in
 	// front of outbox. Only for a request from one of them is
-	// X-Forwarded-For believed when deciding the client's address (which
-	// the admin surface's failure throttle counts by).
+	// X-Forwarded-For believed when deciding the client's address, which
+	// the admin surface's failure throttle and intake's per-address budget
+	// count by.
 	TrustedProxies []string `yaml:"trusted_proxies"`
+	// MetricsListen, when set, is a second listen address that serves
+	// /metrics (and /healthz and /readyz) over plain HTTP; /metrics is then
+	// no longer served on listen, so it can stay on an internal network
+	// while listen faces senders.
+	MetricsListen string `yaml:"metrics_listen"`
 	// Routes are the webhook endpoints and where each delivers.
 	Routes []Route `yaml:"routes"`
 }
@@ -123,13 +145,30 @@ type Route struct {
 	// MaxBodyBytes is the largest body accepted; a larger one is refused
 	// with 413 before it is read in full.
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// KeepHeaders lists request headers to store with each event even
+	// though their names look like credentials (they contain token,
+	// secret, signature, api-key, auth, cookie, hmac or password), which
+	// are otherwise dropped. The route's own auth header can never be
+	// kept.
+	KeepHeaders []string `yaml:"keep_headers"`
 	// Target is where the route's events are delivered.
 	Target Target `yaml:"target"`
 	// Retry is how failed deliveries are retried.
 	Retry Retry `yaml:"retry"`
 	// Concurrency caps the deliveries in flight for the route on each
-	// replica. It is the MaxWorkers of the route's River queue.
+	// replica. It is the MaxWorkers of the route's River queue. With
+	// adaptive_concurrency it is the ceiling of the adaptive limit.
 	Concurrency int `yaml:"concurrency"`
+	// AdaptiveConcurrency makes concurrency the ceiling of a limit that
+	// follows the target: the limit starts at 1 (after start-up, an idle
+	// spell, the circuit breaker closing or a resume), grows while the
+	// target answers about as fast as it does unloaded and without 5xx,
+	// 429 or timeouts, and shrinks as soon as its latency rises or errors
+	// appear, so a backlog never arrives at a recovering target all at
+	// once. false makes concurrency a fixed cap. The current limit is in
+	// `routes list`, GET /admin/v1/routes and
+	// outbox_delivery_concurrency_limit.
+	AdaptiveConcurrency *bool `yaml:"adaptive_concurrency"`
 	// RateLimit, when set, caps how many deliveries per second the route
 	// starts on each replica, so a target with a quota is not pushed past
 	// it. Zero means no limit.
@@ -275,6 +314,12 @@ type Retry struct {
 	GiveUpAfter Duration `yaml:"give_up_after"`
 }
 
+// Adaptive reports whether the route's concurrency is adaptive
+// (adaptive_concurrency, true unless set to false).
+func (r *Route) Adaptive() bool {
+	return r.AdaptiveConcurrency == nil || *r.AdaptiveConcurrency
+}
+
 // MaxTargetTimeout is the longest target timeout of any route.
 func (c *Config) MaxTargetTimeout() time.Duration {
 	var longest time.Duration
@@ -328,7 +373,8 @@ func Parse(data []byte, lookupEnv func(string) (string, bool)) (*Config, error) 
 		cfg.Listen = v
 	}
 	cfg.applyDefaults()
-	if err := cfg.validate(); err != nil {
+	p := cfg.validate()
+	if err := errors.Join(p.errs...); err != nil {
 		return nil, err
 	}
 	return cfg, nil
@@ -350,6 +396,7 @@ func (c *Config) applyDefaults() {
 	if c.MaxInflightRequests == 0 {
 		c.MaxInflightRequests = DefaultMaxInflightRequests
 	}
+	setDefault(&c.IntakeBodyTimeout, DefaultIntakeBodyTimeout)
 	if c.LogLevel == "" {
 		c.LogLevel = "info"
 	}
@@ -367,6 +414,9 @@ func (c *Config) applyDefaults() {
 		setDefault(&r.Retry.GiveUpAfter, DefaultGiveUpAfter)
 		if r.Concurrency == 0 {
 			r.Concurrency = DefaultConcurrency
+		}
+		if r.AdaptiveConcurrency == nil {
+			r.AdaptiveConcurrency = new(true)
 		}
 		if r.CircuitBreaker.Failures == 0 {
 			r.CircuitBreaker.Failures = DefaultBreakerFailures
