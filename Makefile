@@ -23,7 +23,7 @@ test:
 test-faults:
 	OUTBOX_FAULTS=1 $(GO) test -race -count=1 -v -parallel 8 -timeout 8m ./faults/
 
-## bench: measure intake and delivery against pgbench baselines (see README, Performance)
+## bench: measure intake and delivery against pgbench baselines (see bench/README.md)
 bench:
 	$(GO) run ./bench $(BENCH_FLAGS)
 

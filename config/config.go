@@ -52,12 +52,12 @@ type Config struct {
 	// DatabaseURL is the Postgres connection URL. Required; DATABASE_URL
 	// overrides it. pool_max_conns in it sizes the pool (at least 20).
 	DatabaseURL string `yaml:"database_url"`
-	// AdminToken guards /admin/ and /riverui/, as a Bearer token or as the
-	// Basic auth password. At least 32 bytes; required unless
+	// AdminToken guards /admin/, /riverui/ and /console/, as a Bearer token
+	// or as the Basic auth password. At least 32 bytes; required unless
 	// disable_admin is true.
 	AdminToken string `yaml:"admin_token"`
-	// DisableAdmin turns the admin API and River UI off, so that no admin
-	// token is needed.
+	// DisableAdmin turns the admin API, River UI and the console off, so
+	// that no admin token is needed.
 	DisableAdmin bool `yaml:"disable_admin"`
 	// DeadLetterRetention is how long dead letters are kept; "forever" keeps
 	// them. At least event_retention: a dead letter's event goes with it,

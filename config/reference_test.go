@@ -13,9 +13,9 @@ import (
 	"testing"
 )
 
-var update = flag.Bool("update", false, "rewrite the configuration reference in ../README.md")
+var update = flag.Bool("update", false, "rewrite the configuration reference in ../docs/configuration.md")
 
-// The README's configuration reference sits between these markers. It is
+// docs/configuration.md's reference sits between these markers. It is
 // generated from the Config struct: its yaml tags give the keys, its doc
 // comments the meanings, and Parse's defaults the defaults, so it cannot
 // drift from the code.
@@ -26,16 +26,16 @@ const (
 
 func TestConfigReference(t *testing.T) {
 	want := "\n" + configReference(t) + "\n"
-	path := filepath.Join("..", "README.md")
+	path := filepath.Join("..", "docs", "configuration.md")
 	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	readme := string(data)
-	before, rest, ok1 := strings.Cut(readme, referenceBegin)
+	doc := string(data)
+	before, rest, ok1 := strings.Cut(doc, referenceBegin)
 	got, after, ok2 := strings.Cut(rest, referenceEnd)
 	if !ok1 || !ok2 {
-		t.Fatalf("README.md has no configuration reference between %q and %q", referenceBegin, referenceEnd)
+		t.Fatalf("docs/configuration.md has no configuration reference between %q and %q", referenceBegin, referenceEnd)
 	}
 	if got == want {
 		return
@@ -50,7 +50,7 @@ func TestConfigReference(t *testing.T) {
 	for i := range max(len(gotLines), len(wantLines)) {
 		g, w := line(gotLines, i), line(wantLines, i)
 		if g != w {
-			t.Fatalf("README.md's configuration reference is out of date: run go test ./config -run TestConfigReference -update\nfirst difference:\nREADME: %s\ncode:   %s", g, w)
+			t.Fatalf("docs/configuration.md's reference is out of date: run go test ./config -run TestConfigReference -update\nfirst difference:\ndocs: %s\ncode: %s", g, w)
 		}
 	}
 }
@@ -71,7 +71,7 @@ func configReference(t *testing.T) string {
 	walkKeys(reflect.TypeFor[Config](), "", func(path string, owner reflect.Type, f reflect.StructField) {
 		doc := docs[owner.Name()+"."+f.Name]
 		if doc == "" {
-			t.Errorf("%s.%s (%s) has no doc comment; the README's configuration reference is made from it", owner.Name(), f.Name, path)
+			t.Errorf("%s.%s (%s) has no doc comment; docs/configuration.md's reference is made from it", owner.Name(), f.Name, path)
 		}
 		key := path[strings.LastIndexAny(path, ".]")+1:]
 		// Go doc comments start with the field's Go name; an operator

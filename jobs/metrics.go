@@ -30,7 +30,7 @@ const (
 var outcomes = []string{OutcomeDelivered, OutcomeRetry, OutcomeSnoozed, OutcomeCancelled, OutcomeDiscarded, OutcomeInterrupted}
 
 // CircuitStateMetric is the name of the circuit breaker's gauge, reserved
-// here so that the dashboard and the README can refer to it before the
+// here so that the dashboard and the docs can refer to it before the
 // breaker exists.
 const CircuitStateMetric = "outbox_circuit_state"
 

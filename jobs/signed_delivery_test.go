@@ -29,7 +29,7 @@ var (
 	signingNew = []byte("outbound-signing-key-new-32bytes")
 )
 
-// verifyStandardWebhooks checks a delivery the way the README tells the
+// verifyStandardWebhooks checks a delivery the way the docs tell the
 // internal service to: from the documented formula, not outbox's code. It
 // returns the keys whose signature is present.
 func verifyStandardWebhooks(h http.Header, body []byte, keys ...[]byte) (matched int, err error) {

@@ -28,17 +28,24 @@ var backlogStates = []string{"available", "pending", "retryable", "running", "sc
 // route. Run refreshes them on a timer with two cheap queries, and a scrape
 // only reads the last result, so scraping costs the database nothing. Every
 // replica reports the same database, so aggregate them with max, not sum.
+//
+// On the same timer it runs this replica's readiness check (what /readyz
+// answers) and publishes it as outbox_ready, so that an alert sees a
+// replica that is not ready without depending on who probes /readyz.
 type Stats struct {
 	store  *store.Store
 	routes []string
 	logger *slog.Logger
 
-	backlog, oldest, dead, refreshed *prometheus.Desc
-	errors                           prometheus.Counter
+	backlog, oldest, dead, refreshed, ready *prometheus.Desc
+	errors                                  prometheus.Counter
 
 	mu   sync.Mutex
 	last *store.DeliveryStats
 	at   time.Time
+	// isReady is the last readiness check's result; checked says whether
+	// one has run yet.
+	isReady, checked bool
 }
 
 // NewStats returns Stats over st. Configured routes are always reported,
@@ -60,6 +67,9 @@ func NewStats(st *store.Store, routes []string, logger *slog.Logger) *Stats {
 		refreshed: prometheus.NewDesc("outbox_stats_refreshed_timestamp_seconds",
 			"Unix time of this replica's last successful refresh of the backlog and dead-letter gauges.",
 			nil, nil),
+		ready: prometheus.NewDesc("outbox_ready",
+			"1 when this replica's last readiness check passed (the database answers and the schema is the one this binary needs: what /readyz answers), else 0. Checked with each refresh.",
+			nil, nil),
 		errors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "outbox_stats_refresh_errors_total",
 			Help: "Failed refreshes of the backlog and dead-letter gauges on this replica.",
@@ -73,17 +83,25 @@ func (s *Stats) Describe(ch chan<- *prometheus.Desc) {
 	ch <- s.oldest
 	ch <- s.dead
 	ch <- s.refreshed
+	ch <- s.ready
 	s.errors.Describe(ch)
 }
 
 // Collect implements prometheus.Collector. Before the first successful
-// refresh it reports only the error counter: no data rather than zeros
-// nobody measured.
+// refresh it reports only the error counter and readiness: no data rather
+// than zeros nobody measured.
 func (s *Stats) Collect(ch chan<- prometheus.Metric) {
 	s.errors.Collect(ch)
 	s.mu.Lock()
-	last, at := s.last, s.at
+	last, at, ready, checked := s.last, s.at, s.isReady, s.checked
 	s.mu.Unlock()
+	if checked {
+		v := 0.0
+		if ready {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(s.ready, prometheus.GaugeValue, v)
+	}
 	if last == nil {
 		return
 	}
@@ -121,10 +139,14 @@ func (s *Stats) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// Refresh reads the stats from the database now.
+// Refresh checks readiness and reads the stats from the database now.
 func (s *Stats) Refresh(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, statsTimeout)
 	defer cancel()
+	ready := s.store.Ready(ctx) == nil
+	s.mu.Lock()
+	s.isReady, s.checked = ready, true
+	s.mu.Unlock()
 	st, err := s.store.DeliveryStats(ctx)
 	if err != nil {
 		s.errors.Inc()

@@ -28,7 +28,7 @@ type BatcherOptions struct {
 	Pressure *IntakePressure
 }
 
-// Default Batcher settings, chosen by measurement (see README, Performance).
+// Default Batcher settings, chosen by measurement (see bench/README.md).
 const (
 	DefaultBatchWorkers = 2
 	DefaultMaxBatch     = 256

@@ -19,7 +19,7 @@ const usage = `outbox receives webhooks, stores them in Postgres, and delivers t
 
 Usage:
   outbox serve [--config PATH] [--migrate] [--log-format json|text]
-  outbox migrate up|down [N]|version|force VERSION [--config PATH]
+  outbox migrate up|down [N] [--all]|version|force VERSION [--config PATH]
   outbox config check [--config PATH]
   outbox dlq list [--route R] [--since T] [--until T] [--error TEXT] [--limit N] [--json]
   outbox dlq show ID [--json]
@@ -27,7 +27,7 @@ Usage:
   outbox replay --route R --since T [--until T] [--dry-run] [--json]
   outbox routes list [--json] | pause NAME | resume NAME
   outbox stats [--exact] [--json]
-  outbox demo-target [--listen :9090] [--fail-rate 0.3]
+  outbox demo-target [--listen :9090] [--fail-rate 0.3] [--fail-status 500] [--retry-after N]
 
 ID is a job id, as dlq list prints it, or ROUTE/KEY. A time T is RFC 3339
 (2026-11-28T09:00:00Z), a date (2026-11-28), or a duration ago (2h).
