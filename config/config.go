@@ -128,8 +128,19 @@ type Route struct {
 	// Retry is how failed deliveries are retried.
 	Retry Retry `yaml:"retry"`
 	// Concurrency caps the deliveries in flight for the route on each
-	// replica. It is the MaxWorkers of the route's River queue.
+	// replica. It is the MaxWorkers of the route's River queue. With
+	// adaptive_concurrency it is the ceiling of the adaptive limit.
 	Concurrency int `yaml:"concurrency"`
+	// AdaptiveConcurrency makes concurrency the ceiling of a limit that
+	// follows the target: the limit starts at 1 (after start-up, an idle
+	// spell, the circuit breaker closing or a resume), grows while the
+	// target answers about as fast as it does unloaded and without 5xx,
+	// 429 or timeouts, and shrinks as soon as its latency rises or errors
+	// appear, so a backlog never arrives at a recovering target all at
+	// once. false makes concurrency a fixed cap. The current limit is in
+	// `routes list`, GET /admin/v1/routes and
+	// outbox_delivery_concurrency_limit.
+	AdaptiveConcurrency *bool `yaml:"adaptive_concurrency"`
 	// RateLimit, when set, caps how many deliveries per second the route
 	// starts on each replica, so a target with a quota is not pushed past
 	// it. Zero means no limit.
@@ -275,6 +286,12 @@ type Retry struct {
 	GiveUpAfter Duration `yaml:"give_up_after"`
 }
 
+// Adaptive reports whether the route's concurrency is adaptive
+// (adaptive_concurrency, true unless set to false).
+func (r *Route) Adaptive() bool {
+	return r.AdaptiveConcurrency == nil || *r.AdaptiveConcurrency
+}
+
 // MaxTargetTimeout is the longest target timeout of any route.
 func (c *Config) MaxTargetTimeout() time.Duration {
 	var longest time.Duration
@@ -367,6 +384,9 @@ func (c *Config) applyDefaults() {
 		setDefault(&r.Retry.GiveUpAfter, DefaultGiveUpAfter)
 		if r.Concurrency == 0 {
 			r.Concurrency = DefaultConcurrency
+		}
+		if r.AdaptiveConcurrency == nil {
+			r.AdaptiveConcurrency = new(true)
 		}
 		if r.CircuitBreaker.Failures == 0 {
 			r.CircuitBreaker.Failures = DefaultBreakerFailures

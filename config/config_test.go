@@ -50,6 +50,7 @@ func TestParseAppliesDefaults(t *testing.T) {
 		{"retry.max_backoff", r.Retry.MaxBackoff.D(), time.Hour},
 		{"retry.give_up_after", r.Retry.GiveUpAfter.D(), 72 * time.Hour},
 		{"concurrency", r.Concurrency, 8},
+		{"adaptive_concurrency", r.Adaptive(), true},
 		{"max_inflight_requests", cfg.MaxInflightRequests, 1024},
 		{"rate_limit", r.RateLimit, 0.0},
 		{"circuit_breaker.failures", r.CircuitBreaker.Failures, 5},
@@ -242,6 +243,9 @@ func TestErrorsNameTheField(t *testing.T) {
 		// event_retention.
 		{"dead letters kept shorter than events", func(s string) string { return s + "dead_letter_retention: 24h\nevent_retention: 48h\n" }, nil,
 			[]string{"dead_letter_retention: 24h is shorter than event_retention (48h)", "forever"}},
+		{"adaptive_concurrency not a boolean", func(s string) string {
+			return strings.Replace(s, "auth: {none: true}", "auth: {none: true}\n    adaptive_concurrency: sometimes", 1)
+		}, nil, []string{"line 7: cannot use the text `sometimes` as true or false"}},
 		{"bad max_inflight_requests", func(s string) string { return s + "max_inflight_requests: -5\n" }, nil,
 			[]string{"max_inflight_requests: must be at least 1"}},
 		{"bad standard webhooks secret", func(s string) string {
@@ -279,6 +283,25 @@ func TestFaultToleranceKeys(t *testing.T) {
 		r.CircuitBreaker.Cooldown.D() != 10*time.Minute || r.CircuitBreaker.MaxCooldown.D() != 10*time.Minute {
 		t.Errorf("got max_inflight_requests %d, rate_limit %v, circuit_breaker %d/%s/%s", cfg.MaxInflightRequests, r.RateLimit,
 			r.CircuitBreaker.Failures, r.CircuitBreaker.Cooldown.D(), r.CircuitBreaker.MaxCooldown.D())
+	}
+}
+
+// TestAdaptiveConcurrencySwitch reads adaptive_concurrency: on unless set
+// to false, and `concurrency` stays the number written either way.
+func TestAdaptiveConcurrencySwitch(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		line string
+		want bool
+	}{{"", true}, {"adaptive_concurrency: true", true}, {"adaptive_concurrency: false", false}, {"adaptive_concurrency: null", true}} {
+		doc := strings.Replace(minimal, "auth: {none: true}", "auth: {none: true}\n    concurrency: 4\n    "+c.line, 1)
+		cfg, err := Parse([]byte(doc), env(nil))
+		if err != nil {
+			t.Fatalf("%q: %v", c.line, err)
+		}
+		if r := cfg.Routes[0]; r.Adaptive() != c.want || r.Concurrency != 4 {
+			t.Errorf("%q: adaptive %v, concurrency %d; want %v, 4", c.line, r.Adaptive(), r.Concurrency, c.want)
+		}
 	}
 }
 

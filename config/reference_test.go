@@ -241,7 +241,9 @@ func formatDefault(v reflect.Value) string {
 			return "`" + shortDuration(r.d) + "`"
 		}
 	case v.Kind() == reflect.Bool:
-		return "`false`" // every switch is off unless set
+		return "`false`" // every plain switch is off unless set
+	case v.Kind() == reflect.Pointer && v.Type().Elem().Kind() == reflect.Bool && !v.IsNil():
+		return fmt.Sprintf("`%t`", v.Elem().Bool()) // a switch whose default is on
 	case v.Kind() == reflect.String && v.String() != "":
 		return "`" + v.String() + "`"
 	case (v.Kind() == reflect.Int || v.Kind() == reflect.Int64) && v.Int() != 0:

@@ -113,6 +113,45 @@ func (m *Metrics) SetCircuitState(route string, s CircuitState) {
 	m.circuit.WithLabelValues(route).Set(float64(s))
 }
 
+// ConcurrencyLimitMetric is the name of the gauge of each route's current
+// concurrency limit on this replica (adaptive_concurrency): the most
+// deliveries it lets be in flight to the route's target right now. With a
+// fixed limit it is the route's concurrency. Summed over replicas it is
+// what the fleet may send at once (the fleet-wide cap on concurrency still
+// applies).
+const ConcurrencyLimitMetric = "outbox_delivery_concurrency_limit"
+
+// limitCollector reads each route's concurrency limit when scraped, so the
+// gauge is never staler than the scrape (the limit moves every round trip).
+type limitCollector struct {
+	desc   *prometheus.Desc
+	routes []string
+	limit  func(route string) (int, bool)
+}
+
+// RegisterConcurrencyLimit registers outbox_delivery_concurrency_limit on
+// reg. At each scrape it reports limit(route) for every route for which
+// limit answers true.
+func RegisterConcurrencyLimit(reg prometheus.Registerer, routes []string, limit func(route string) (int, bool)) {
+	reg.MustRegister(&limitCollector{
+		desc: prometheus.NewDesc(ConcurrencyLimitMetric,
+			"Current concurrency limit of a route's deliveries on this replica: adaptive between 1 and the route's concurrency, or the concurrency itself when adaptive_concurrency is false.",
+			[]string{"route"}, nil),
+		routes: routes,
+		limit:  limit,
+	})
+}
+
+func (c *limitCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *limitCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, r := range c.routes {
+		if v, ok := c.limit(r); ok {
+			ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(v), r)
+		}
+	}
+}
+
 // middleware returns River worker middleware that records each delivery
 // attempt's outcome and duration. It sees exactly what the worker returned,
 // so the counts follow River's own rules without touching the worker.

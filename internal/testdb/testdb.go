@@ -182,3 +182,56 @@ func packageName() string {
 	}
 	return name
 }
+
+// Pools returns n pools on one fresh, migrated database, closed when the
+// test ends: n replicas of outbox serve, each with its own connections.
+func Pools(t testing.TB, n int) []*pgxpool.Pool {
+	t.Helper()
+	dbURL := URL(t)
+	pools := make([]*pgxpool.Pool, n)
+	for i := range pools {
+		pool, err := pgxpool.New(context.Background(), dbURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(pool.Close)
+		pools[i] = pool
+	}
+	return pools
+}
+
+// CountedPool returns a pool on a fresh, migrated database that counts the
+// statements it sends, for benchmarks that report statements per
+// operation; and the database's URL, for connections that should not count.
+func CountedPool(t testing.TB) (*pgxpool.Pool, *StatementCounter, string) {
+	t.Helper()
+	dbURL := URL(t)
+	cfg, err := pgxpool.ParseConfig(dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	counter := &StatementCounter{}
+	cfg.ConnConfig.Tracer = counter
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return pool, counter, dbURL
+}
+
+// StatementCounter is a pgx tracer that counts statements (queries, Execs,
+// and the BEGIN and COMMIT of transactions).
+type StatementCounter struct{ n atomic.Int64 }
+
+// Count returns the statements sent so far.
+func (c *StatementCounter) Count() int64 { return c.n.Load() }
+
+// TraceQueryStart implements pgx.QueryTracer.
+func (c *StatementCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+	c.n.Add(1)
+	return ctx
+}
+
+// TraceQueryEnd implements pgx.QueryTracer.
+func (c *StatementCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}

@@ -116,6 +116,17 @@ type EventsRetained struct {
 	Retained         bool
 }
 
+type FleetLease struct {
+	Route     string
+	Holder    string
+	Slots     int32
+	Want      int32
+	Rate      float64
+	Inflight  int32
+	RenewedAt time.Time
+	ExpiresAt time.Time
+}
+
 // Events partitions retention is removing; maintenance finishes each on its next run.
 type OutboxPartitionDrop struct {
 	Name       string
@@ -186,6 +197,20 @@ type RiverQueue struct {
 	Metadata  []byte
 	PausedAt  *time.Time
 	UpdatedAt time.Time
+}
+
+type RouteCircuit struct {
+	Route               string
+	State               string
+	Since               time.Time
+	ConsecutiveFailures int32
+	CooldownMs          int64
+	OpenUntil           *time.Time
+	ProbeHolder         *string
+	ProbeUntil          *time.Time
+	Opened              int64
+	LastError           string
+	UpdatedAt           time.Time
 }
 
 type RoutePause struct {
