@@ -33,6 +33,18 @@ const (
 	// concurrently, it only bites when requests pile up waiting for a slow
 	// database, and then bounds the memory they hold.
 	DefaultMaxInflightRequests = 1024
+	// DefaultIntakeBodyTimeout is how long a webhook's body may take to
+	// arrive once its headers are in. Senders post bodies of a few KiB to
+	// a few hundred KiB in milliseconds; a body still trickling in after
+	// 10 s holds an intake slot for nothing.
+	DefaultIntakeBodyTimeout = 10 * time.Second
+	// MaxIntakeBodyTimeout is the longest intake_body_timeout: the HTTP
+	// server's own limit on reading a whole request.
+	MaxIntakeBodyTimeout = 30 * time.Second
+	// MaxInflightBodyBytes bounds max_inflight_requests × the largest
+	// max_body_bytes: the memory that bodies in flight may hold at once.
+	// The defaults (1024 × 1 MiB) reach it exactly.
+	MaxInflightBodyBytes = 1 << 30
 	// Circuit breaker defaults: open after this many consecutive retryable
 	// failures, stay open 30 s, doubling after each failed probe up to 5 min.
 	DefaultBreakerFailures    = 5
@@ -82,6 +94,10 @@ type Config struct {
 	// Past it, intake sheds load with 429 and Retry-After rather than queue
 	// more requests behind a database that is not keeping up.
 	MaxInflightRequests int `yaml:"max_inflight_requests"`
+	// IntakeBodyTimeout is how long a webhook's body may take to arrive
+	// after its headers; a slower body is cut off with 408, so a sender
+	// trickling bytes cannot hold an intake slot. At most 30s.
+	IntakeBodyTimeout Duration `yaml:"intake_body_timeout"`
 	// ShutdownTimeout bounds a graceful shutdown: in-flight requests and
 	// running deliveries get this long to finish.
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
@@ -91,9 +107,15 @@ type Config struct {
 	TLS *TLS `yaml:"tls"`
 	// TrustedProxies are the addresses or CIDR ranges of reverse proxies in
 	// front of outbox. Only for a request from one of them is
-	// X-Forwarded-For believed when deciding the client's address (which
-	// the admin surface's failure throttle counts by).
+	// X-Forwarded-For believed when deciding the client's address, which
+	// the admin surface's failure throttle and intake's per-address budget
+	// count by.
 	TrustedProxies []string `yaml:"trusted_proxies"`
+	// MetricsListen, when set, is a second listen address that serves
+	// /metrics (and /healthz and /readyz) over plain HTTP; /metrics is then
+	// no longer served on listen, so it can stay on an internal network
+	// while listen faces senders.
+	MetricsListen string `yaml:"metrics_listen"`
 	// Routes are the webhook endpoints and where each delivers.
 	Routes []Route `yaml:"routes"`
 }
@@ -123,6 +145,12 @@ type Route struct {
 	// MaxBodyBytes is the largest body accepted; a larger one is refused
 	// with 413 before it is read in full.
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// KeepHeaders lists request headers to store with each event even
+	// though their names look like credentials (they contain token,
+	// secret, signature, api-key, auth, cookie, hmac or password), which
+	// are otherwise dropped. The route's own auth header can never be
+	// kept.
+	KeepHeaders []string `yaml:"keep_headers"`
 	// Target is where the route's events are delivered.
 	Target Target `yaml:"target"`
 	// Retry is how failed deliveries are retried.
@@ -345,7 +373,8 @@ func Parse(data []byte, lookupEnv func(string) (string, bool)) (*Config, error) 
 		cfg.Listen = v
 	}
 	cfg.applyDefaults()
-	if err := cfg.validate(); err != nil {
+	p := cfg.validate()
+	if err := errors.Join(p.errs...); err != nil {
 		return nil, err
 	}
 	return cfg, nil
@@ -367,6 +396,7 @@ func (c *Config) applyDefaults() {
 	if c.MaxInflightRequests == 0 {
 		c.MaxInflightRequests = DefaultMaxInflightRequests
 	}
+	setDefault(&c.IntakeBodyTimeout, DefaultIntakeBodyTimeout)
 	if c.LogLevel == "" {
 		c.LogLevel = "info"
 	}

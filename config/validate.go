@@ -31,7 +31,8 @@ func (p *problems) add(field, format string, args ...any) {
 	p.errs = append(p.errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
 }
 
-func (c *Config) validate() error {
+// validate checks every setting and returns all the problems found.
+func (c *Config) validate() problems {
 	var p problems
 	if c.DatabaseURL == "" {
 		p.add("database_url", "is required: set it in the file or in the DATABASE_URL environment variable")
@@ -60,6 +61,10 @@ func (c *Config) validate() error {
 	if c.MaxInflightRequests < 1 {
 		p.add("max_inflight_requests", "must be at least 1")
 	}
+	if d := c.IntakeBodyTimeout.D(); d <= 0 || d > MaxIntakeBodyTimeout {
+		p.add("intake_body_timeout", "%s is out of range: use a positive duration of at most %s", d, MaxIntakeBodyTimeout)
+	}
+	c.validateInflightMemory(&p)
 	if !c.DeadLetterRetention.Forever() && c.DeadLetterRetention.D() < 1e9*60 {
 		p.add("dead_letter_retention", "%s is too short to act on: use at least 1m, or forever", c.DeadLetterRetention)
 	}
@@ -96,7 +101,48 @@ func (c *Config) validate() error {
 		r.validate(field, &p)
 	}
 	c.validateSecurity(&p)
-	return errors.Join(p.errs...)
+	return p
+}
+
+// validateInflightMemory bounds the memory the bodies of requests in
+// flight can hold: max_inflight_requests of them, each up to the largest
+// max_body_bytes.
+func (c *Config) validateInflightMemory(p *problems) {
+	var largest int64
+	name := ""
+	for _, r := range c.Routes {
+		if r.MaxBodyBytes > largest {
+			largest, name = r.MaxBodyBytes, r.Name
+		}
+	}
+	if c.MaxInflightRequests < 1 || largest < 1 {
+		return
+	}
+	fits := MaxInflightBodyBytes / largest // requests of the largest size that fit
+	if int64(c.MaxInflightRequests) <= fits {
+		return
+	}
+	total := "more than 8 EiB"
+	if int64(c.MaxInflightRequests) <= math.MaxInt64/largest {
+		total = byteSize(int64(c.MaxInflightRequests) * largest)
+	}
+	if fits == 0 {
+		p.add(fmt.Sprintf("routes (%s).max_body_bytes", name), "%d bytes is more than the %s that all bodies in flight together may hold: lower it", largest, byteSize(MaxInflightBodyBytes))
+		return
+	}
+	p.add("max_inflight_requests", "%d requests in flight with bodies of up to %d bytes each (max_body_bytes of route %s) could hold %s in memory, more than the %s allowed: lower max_inflight_requests to at most %d, or lower max_body_bytes",
+		c.MaxInflightRequests, largest, name, total, byteSize(MaxInflightBodyBytes), fits)
+}
+
+// byteSize writes n bytes in binary units for a message.
+func byteSize(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	}
+	return fmt.Sprintf("%d bytes", n)
 }
 
 func validateDatabaseURL(s string) error {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -16,16 +15,16 @@ import (
 	"github.com/webhook-outbox/webhook-outbox/admin"
 )
 
-// adminGuard guards the admin API and River UI with the admin token, sent
-// as a Bearer token or as the password of Basic auth (any username, so a
-// browser's login prompt works for River UI). The comparison runs in
-// constant time. Failed attempts are counted per client address and slowed
-// down (see FailureLimit); a request without credentials is not a failure,
-// since a browser sends one before it prompts.
+// adminGuard guards the admin API, River UI and the console with the admin
+// token, sent as a Bearer token or as the password of Basic auth (any
+// username, so a browser's login prompt works for River UI). The comparison
+// runs in constant time. Failed attempts are counted per client address and
+// slowed down (see FailureLimit); a request without credentials is not a
+// failure, since a browser sends one before it prompts.
 type adminGuard struct {
 	token    [][]byte
 	throttle *failureThrottle
-	trusted  []netip.Prefix
+	addrs    *clientAddrs
 	logger   *slog.Logger
 }
 
@@ -33,13 +32,15 @@ func newAdminGuard(opts RouterOptions) *adminGuard {
 	return &adminGuard{
 		token:    [][]byte{[]byte(opts.AdminToken)},
 		throttle: newFailureThrottle(opts.AdminFailures),
-		trusted:  opts.TrustedProxies,
+		addrs:    newClientAddrs(opts.TrustedProxies, opts.Logger, "admin"),
 		logger:   opts.Logger,
 	}
 }
 
-// wrap puts next behind the admin token.
-func (g *adminGuard) wrap(next http.Handler) http.Handler {
+// wrap puts next behind the admin token. ui says whether next is a web
+// page a person opens in a browser (River UI, the console), which may ask
+// for Basic credentials with the browser's login prompt.
+func (g *adminGuard) wrap(next http.Handler, ui bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var got string
 		// The scheme is case-insensitive (RFC 9110).
@@ -49,30 +50,66 @@ func (g *adminGuard) wrap(next http.Handler) http.Handler {
 			got = pass
 		}
 		if got == "" {
-			w.Header().Set("WWW-Authenticate", `Basic realm="webhook-outbox admin", charset="UTF-8"`)
+			g.challenge(w, r, ui)
 			writeError(w, errorf(http.StatusUnauthorized, "admin authentication required: send Authorization: Bearer <admin_token>, or Basic auth with the admin token as password"))
 			return
 		}
-		addr := clientAddr(r, g.trusted)
+		addr := g.addrs.of(r)
 		key := throttleKey(addr)
-		reserved, wait := g.throttle.admit(key)
-		if wait > 0 {
-			e := errorf(http.StatusTooManyRequests, "too many failed admin authentications from this address; try again later")
-			e.RetryAfter = wait
-			writeError(w, e)
+		adm := g.throttle.admit(key)
+		tooMany := errorf(http.StatusTooManyRequests, "too many failed admin authentications from this address; try again later")
+		if adm.wait > 0 {
+			tooMany.RetryAfter = adm.wait
+			writeError(w, tooMany)
 			return
 		}
 		if !equalAny([]byte(got), g.token) {
-			if g.throttle.fail(key, reserved) {
+			if exhausted := g.throttle.fail(key); exhausted && !adm.locked {
 				g.logger.Warn("repeated admin authentication failures; slowing this address down", "client", addr.String(), "path", r.URL.Path)
 			}
-			w.Header().Set("WWW-Authenticate", `Basic realm="webhook-outbox admin", charset="UTF-8"`)
+			if adm.locked {
+				tooMany.RetryAfter = g.throttle.limit.Every
+				writeError(w, tooMany)
+				return
+			}
+			g.challenge(w, r, ui)
 			writeError(w, errorf(http.StatusUnauthorized, "the admin token is wrong"))
 			return
 		}
 		g.throttle.succeed(key)
 		next.ServeHTTP(w, r)
 	})
+}
+
+// challenge sets the WWW-Authenticate header of a 401. The admin API, which
+// no person browses, always gets a Bearer challenge, which no browser
+// prompts for: visiting an admin URL, or a page on another site pointing
+// at one, never leads a browser to ask for the token and keep it. River
+// UI and the console get a Basic challenge, which makes the browser show
+// its login prompt and then send the token with the pages' own requests
+// (and send it again after a 401), except for requests another site's
+// page makes (an image, a frame, a script's fetch): those must not pop up
+// a login prompt over that page. A person following a link from another
+// site to River UI still gets the prompt. What a browser keeps after the
+// prompt is covered by the cross-origin protection around the whole admin
+// surface (see operatorProtection).
+func (g *adminGuard) challenge(w http.ResponseWriter, r *http.Request, ui bool) {
+	w.Header().Set("Cache-Control", "no-store")
+	if ui && mayPrompt(r) {
+		w.Header().Set("WWW-Authenticate", `Basic realm="webhook-outbox admin", charset="UTF-8"`)
+		return
+	}
+	w.Header().Set("WWW-Authenticate", `Bearer realm="webhook-outbox admin"`)
+}
+
+// mayPrompt reports whether r comes from the same origin (or from no
+// browser at all), or is a person opening the page from another site.
+func mayPrompt(r *http.Request) bool {
+	switch r.Header.Get("Sec-Fetch-Site") {
+	case "", "same-origin", "none":
+		return true
+	}
+	return r.Header.Get("Sec-Fetch-Dest") == "document" && r.Header.Get("Sec-Fetch-Mode") == "navigate"
 }
 
 // adminAPI serves /admin/v1.
@@ -192,6 +229,9 @@ type retryBody struct {
 // {"route", "since", "until", "error"}, and "dry_run"; or {"resume":
 // next_cursor} to finish an interrupted retry by filter.
 func (a *adminAPI) retryDeadLetters(w http.ResponseWriter, r *http.Request) {
+	if !requireJSON(w, r) {
+		return
+	}
 	var body retryBody
 	if err := decodeBody(r, &body); err != nil {
 		a.fail(w, r, err)
@@ -245,6 +285,9 @@ type replayBody struct {
 // POST /admin/v1/events/replay with {"route", "since", "until", "dry_run"},
 // and optionally "replay_id"; or {"resume": next_cursor} to continue one.
 func (a *adminAPI) replay(w http.ResponseWriter, r *http.Request) {
+	if !requireJSON(w, r) {
+		return
+	}
 	var body replayBody
 	if err := decodeBody(r, &body); err != nil {
 		a.fail(w, r, err)
@@ -310,7 +353,9 @@ func (a *adminAPI) stats(w http.ResponseWriter, r *http.Request) {
 func (a *adminAPI) pause(w http.ResponseWriter, r *http.Request)  { a.setPaused(w, r, true) }
 func (a *adminAPI) resume(w http.ResponseWriter, r *http.Request) { a.setPaused(w, r, false) }
 
-// POST /admin/v1/routes/{route}/pause and /resume
+// POST /admin/v1/routes/{route}/pause and /resume. They take no body, and
+// ignore one. A page on another site could send them as a form without a
+// body; the cross-origin protection around the admin surface refuses that.
 func (a *adminAPI) setPaused(w http.ResponseWriter, r *http.Request, paused bool) {
 	route := mux.Vars(r)["route"]
 	op := a.admin.Resume

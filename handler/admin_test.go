@@ -97,6 +97,9 @@ func (b *adminBundle) do(t *testing.T, a auth, method, path string, body any) (i
 	if err != nil {
 		t.Fatal(err)
 	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	switch a {
 	case bearer:
 		req.Header.Set("Authorization", "Bearer "+adminToken)

@@ -56,8 +56,12 @@ func TestAdminFailuresAreSlowedDown(t *testing.T) {
 			t.Fatalf("guess %d: %d %s", i+1, status, raw)
 		}
 	}
+	// Past the burst, the locked tries (checked, but wrong ones answered
+	// 429), then every request, the right token included, gets 429
+	// before its token is looked at.
 	for _, c := range []struct{ token, path string }{
-		{wrong, "/admin/v1/routes"}, {wrong, "/riverui/"}, {adminToken, "/admin/v1/routes"}, {adminToken, "/riverui/api/jobs"},
+		{wrong, "/admin/v1/routes"}, {wrong, "/riverui/"}, {wrong, "/admin/v1/routes"},
+		{adminToken, "/admin/v1/routes"}, {adminToken, "/riverui/api/jobs"},
 	} {
 		status, header, raw := b.adminFrom(t, attacker, c.token, c.path)
 		retry, _ := strconv.Atoi(header.Get("Retry-After"))
@@ -95,10 +99,33 @@ func TestAdminFailuresAreSlowedDown(t *testing.T) {
 	// X-Forwarded-For from an untrusted peer is not believed: without
 	// trusted proxies, every request counts against 127.0.0.1.
 	plain := setupAdmin(t)
-	for i := range handler.DefaultAdminFailureBurst {
+	for i := range handler.DefaultAdminFailureBurst + handler.DefaultAdminLockedTries {
 		plain.adminFrom(t, "192.0.2."+strconv.Itoa(i), wrong, "/admin/v1/routes")
 	}
 	if status, _, _ := plain.adminFrom(t, operator, adminToken, "/admin/v1/routes"); status != 429 {
 		t.Errorf("a spoofed X-Forwarded-For escaped the throttle: %d", status)
+	}
+}
+
+// TestRightTokenWinsOverTheThrottle: an operator who shares an address with
+// a guesser (a NAT, or a proxy missing from trusted_proxies) is not locked
+// out: once the guesser has used the burst, the next requests from the
+// address are still checked (DefaultAdminLockedTries per interval), and the
+// right token among them gets in and lifts the slow-down.
+func TestRightTokenWinsOverTheThrottle(t *testing.T) {
+	t.Parallel()
+	b := setupAdmin(t) // every request comes from 127.0.0.1
+	wrong := strings.Repeat("x", len(adminToken))
+	for i := range handler.DefaultAdminFailureBurst {
+		if status, _, raw := b.adminFrom(t, "", wrong, "/admin/v1/routes"); status != 401 {
+			t.Fatalf("guess %d: %d %s", i+1, status, raw)
+		}
+	}
+	if status, _, raw := b.adminFrom(t, "", adminToken, "/admin/v1/routes"); status != 200 {
+		t.Fatalf("the right token after the guesser's burst: %d %s", status, raw)
+	}
+	// The address is forgotten: a wrong token is a plain 401 again.
+	if status, _, raw := b.adminFrom(t, "", wrong, "/admin/v1/routes"); status != 401 {
+		t.Errorf("after the operator's success: %d %s", status, raw)
 	}
 }

@@ -24,9 +24,6 @@ import (
 // sender: never the expected secret.
 type authenticator interface {
 	check(h http.Header, body []byte, now time.Time) string
-	// secretHeaders are header names that carry credentials for this mode
-	// and must not be stored.
-	secretHeaders() []string
 }
 
 func newAuthenticator(a *config.Auth) (authenticator, error) {
@@ -84,7 +81,6 @@ func equalAny(got []byte, candidates [][]byte) bool {
 type noAuth struct{}
 
 func (noAuth) check(http.Header, []byte, time.Time) string { return "" }
-func (noAuth) secretHeaders() []string                     { return nil }
 
 type basicAuth struct {
 	username  []byte
@@ -105,8 +101,6 @@ func (a *basicAuth) check(h http.Header, _ []byte, _ time.Time) string {
 	return ""
 }
 
-func (a *basicAuth) secretHeaders() []string { return nil }
-
 type headerAuth struct {
 	name   string
 	values [][]byte
@@ -122,8 +116,6 @@ func (a *headerAuth) check(h http.Header, _ []byte, _ time.Time) string {
 	}
 	return ""
 }
-
-func (a *headerAuth) secretHeaders() []string { return []string{a.name} }
 
 type hmacAuth struct {
 	header  string
@@ -170,8 +162,6 @@ func (a *hmacAuth) check(h http.Header, body []byte, _ time.Time) string {
 	return ""
 }
 
-func (a *hmacAuth) secretHeaders() []string { return []string{a.header} }
-
 type standardWebhooksAuth struct {
 	keys      [][]byte
 	tolerance time.Duration
@@ -211,5 +201,3 @@ func (a *standardWebhooksAuth) check(h http.Header, body []byte, now time.Time) 
 	}
 	return ""
 }
-
-func (a *standardWebhooksAuth) secretHeaders() []string { return nil }

@@ -1,10 +1,48 @@
 package handler
 
 import (
+	"log/slog"
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 )
+
+// clientAddrs finds the address a request comes from (see clientAddr), and
+// warns once when a peer that is not a trusted proxy sends X-Forwarded-For:
+// that is usually a reverse proxy missing from trusted_proxies, and then
+// every client behind it shares the proxy's address, its admin failure
+// throttle and its intake budget.
+type clientAddrs struct {
+	trusted []netip.Prefix
+	logger  *slog.Logger
+	part    string // "intake" or "admin", for the warning
+	warned  atomic.Bool
+}
+
+func newClientAddrs(trusted []netip.Prefix, logger *slog.Logger, part string) *clientAddrs {
+	return &clientAddrs{trusted: trusted, logger: logger, part: part}
+}
+
+// of returns the address r comes from.
+func (c *clientAddrs) of(r *http.Request) netip.Addr {
+	if _, forwarded := r.Header["X-Forwarded-For"]; forwarded && !c.warned.Load() {
+		if peer := peerAddr(r); peer.IsValid() && !isTrusted(peer, c.trusted) && c.warned.CompareAndSwap(false, true) {
+			c.logger.Warn("a peer that is not in trusted_proxies sent X-Forwarded-For; if it is your reverse proxy, list it in trusted_proxies, or every client behind it shares one address (one admin failure throttle, one intake budget). Logged once.",
+				"peer", peer.String(), "part", c.part)
+		}
+	}
+	return clientAddr(r, c.trusted)
+}
+
+// peerAddr is the address of the connection's other end.
+func peerAddr(r *http.Request) netip.Addr {
+	peer, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return peer.Addr().Unmap()
+}
 
 // clientAddr returns the address a request comes from. It is the peer's
 // address, unless the peer is one of the trusted reverse proxies: then it is

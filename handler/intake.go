@@ -14,7 +14,6 @@ import (
 	"net/http"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -31,34 +30,36 @@ type Acceptor interface {
 	Accept(ctx context.Context, ev *outbox.NewEvent) (outbox.Accepted, error)
 }
 
-// alwaysStripped are request headers never stored: credentials and the
-// signature headers of common senders.
-var alwaysStripped = []string{"Authorization", "Proxy-Authorization", "Cookie", "Webhook-Signature", "Stripe-Signature", "X-Shopify-Hmac-Sha256", "X-Twilio-Signature"}
-
-// strippedPrefixes are header name prefixes never stored.
-var strippedPrefixes = []string{"X-Hub-Signature"}
-
 // Intake serves POST /webhooks/{route}.
 type Intake struct {
-	routes     map[string]*intakeRoute
-	acceptor   Acceptor
-	logger     *slog.Logger
-	timeout    time.Duration
-	retryAfter time.Duration
-	now        func() time.Time
-	bufs       sync.Pool
-	// inflight counts webhook requests being handled; past maxInflight,
-	// intake answers 429 instead of queueing more behind the database.
-	inflight    atomic.Int64
-	maxInflight int64
+	routes      map[string]*intakeRoute
+	acceptor    Acceptor
+	logger      *slog.Logger
+	timeout     time.Duration
+	retryAfter  time.Duration
+	bodyTimeout time.Duration
+	now         func() time.Time
+	bufs        sync.Pool
+	// gate bounds the requests in flight; past it intake answers 429
+	// instead of queueing more behind the database.
+	gate  *intakeGate
+	addrs *clientAddrs
 }
 
 type intakeRoute struct {
-	cfg      *config.Route
-	auth     authenticator
-	keys     []keySource
-	stripped map[string]bool
+	cfg  *config.Route
+	auth authenticator
+	// byHeaders: the auth mode reads only headers (basic, header), so the
+	// sender is checked before its body is read. Otherwise (none, hmac,
+	// standard_webhooks) it is anonymous while its body is read.
+	byHeaders bool
+	keys      []keySource
 }
+
+// initialBodyBuffer is the most intake reserves for a body before any of
+// it arrives, whatever Content-Length announces: a client that announces
+// 1 MiB and sends one byte holds this much, not 1 MiB.
+const initialBodyBuffer = 64 << 10
 
 // NewIntake compiles cfg's routes for intake.
 func NewIntake(cfg *config.Config, acceptor Acceptor, logger *slog.Logger) (*Intake, error) {
@@ -68,9 +69,11 @@ func NewIntake(cfg *config.Config, acceptor Acceptor, logger *slog.Logger) (*Int
 		logger:     logger,
 		timeout:    cfg.IntakeTimeout.D(),
 		retryAfter: cfg.IntakeRetryAfter.D(),
-		now:        time.Now,
-		// A config built in code rather than parsed has no default yet.
-		maxInflight: int64(cmp.Or(cfg.MaxInflightRequests, config.DefaultMaxInflightRequests)),
+		// A config built in code rather than parsed has no defaults yet.
+		bodyTimeout: cmp.Or(cfg.IntakeBodyTimeout.D(), config.DefaultIntakeBodyTimeout),
+		now:         time.Now,
+		gate:        newIntakeGate(cmp.Or(cfg.MaxInflightRequests, config.DefaultMaxInflightRequests)),
+		addrs:       newClientAddrs(cfg.TrustedProxyPrefixes(), logger, "intake"),
 		bufs:        sync.Pool{New: func() any { return new(bytes.Buffer) }},
 	}
 	for i := range cfg.Routes {
@@ -82,22 +85,32 @@ func NewIntake(cfg *config.Config, acceptor Acceptor, logger *slog.Logger) (*Int
 		if rc.Auth.None {
 			logger.Warn("route accepts webhooks without authentication (auth: none: true)", "route", rc.Name)
 		}
-		stripped := map[string]bool{}
-		for _, h := range append(alwaysStripped, auth.secretHeaders()...) {
-			stripped[http.CanonicalHeaderKey(h)] = true
-		}
-		in.routes[rc.Name] = &intakeRoute{cfg: rc, auth: auth, keys: newKeySources(rc.IdempotencyKey), stripped: stripped}
+		in.routes[rc.Name] = &intakeRoute{cfg: rc, auth: auth, byHeaders: rc.Auth.Basic != nil || rc.Auth.Header != nil, keys: newKeySources(rc.IdempotencyKey)}
 	}
 	return in, nil
 }
 
-// ServeHTTP checks, in this order: the route exists (404), the body fits
-// (413), the sender is authentic (401), the body is JSON by Content-Type
-// (415) and by content (400), and it has an idempotency key (422). Then it
-// stores the event and its delivery job in one transaction, and answers 200
-// only after the commit. A database that fails or is slower than
-// intake_timeout gets 503 with Retry-After, and a request beyond
-// max_inflight_requests gets 429 with Retry-After before its body is read.
+// LimitBodyTimeout lowers intake_body_timeout to d when d is shorter: the
+// server's own read timeout, which a body deadline must never extend.
+func (in *Intake) LimitBodyTimeout(d time.Duration) {
+	if d > 0 && d < in.bodyTimeout {
+		in.bodyTimeout = d
+	}
+}
+
+// ServeHTTP checks, in this order: the route exists (404), a declared
+// Content-Length fits (413), a sender authenticated by its headers (basic,
+// header) is authentic (401), there is room (429), the body fits while it
+// is read within intake_body_timeout (413, 408), a sender authenticated by
+// a signature of the body (hmac, standard_webhooks) is authentic (401), the
+// body is JSON by Content-Type (415) and by content (400), and it has an
+// idempotency key (422). Then it stores the event and its delivery job in
+// one transaction, and answers 200 only after the commit. A database that
+// fails or is slower than intake_timeout gets 503 with Retry-After.
+//
+// No client without credentials holds a slot on a route authenticated by
+// headers, and anonymous requests (see intakeGate) can take only part of
+// the slots, so they cannot starve authenticated senders.
 func (in *Intake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	name := mux.Vars(r)["route"]
 	rt := in.routes[name]
@@ -106,38 +119,74 @@ func (in *Intake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	log := in.logger.With("route", name, "request_id", RequestID(r.Context()))
-
-	// Shed load before reading the body: each request in flight holds its
-	// body and, soon, a wait for a database connection.
-	if n := in.inflight.Add(1); n > in.maxInflight {
-		in.inflight.Add(-1)
-		log.Info("intake shedding load", "status", http.StatusTooManyRequests, "max_inflight_requests", in.maxInflight)
-		writeError(w, &Error{
-			Status:     http.StatusTooManyRequests,
-			Message:    fmt.Sprintf("the event was not stored because %d webhooks are already being handled (max_inflight_requests); retry later", in.maxInflight),
-			RetryAfter: in.retryAfter,
-		})
-		return
-	}
-	defer in.inflight.Add(-1)
-
-	buf := in.bufs.Get().(*bytes.Buffer)
-	buf.Reset()
-	defer in.bufs.Put(buf)
-	if e := readBody(w, r, rt.cfg.MaxBodyBytes, buf); e != nil {
-		log.Info("intake rejected", "status", e.Status, "error", e.Message)
-		writeError(w, e)
-		return
-	}
-	body := buf.Bytes()
-
-	ev, e := in.check(rt, r, body)
-	if e != nil {
+	reject := func(e *Error) {
 		log.Info("intake rejected", "status", e.Status, "error", e.Message, "remote_addr", r.RemoteAddr)
 		if e.Status == http.StatusUnauthorized && rt.cfg.Auth.Basic != nil {
 			w.Header().Set("WWW-Authenticate", `Basic realm="webhook-outbox", charset="UTF-8"`)
 		}
 		writeError(w, e)
+	}
+
+	if r.ContentLength > rt.cfg.MaxBodyBytes {
+		reject(bodyTooLarge(rt.cfg.MaxBodyBytes))
+		return
+	}
+	if rt.byHeaders {
+		if why := rt.auth.check(r.Header, nil, in.now()); why != "" {
+			reject(errorf(http.StatusUnauthorized, "authentication failed: "+why))
+			return
+		}
+	}
+	// Shed load before reading the body: each request in flight holds its
+	// body and, soon, a wait for a database connection.
+	if !in.gate.enter() {
+		log.Info("intake shedding load", "status", http.StatusTooManyRequests, "max_inflight_requests", in.gate.max)
+		writeError(w, &Error{
+			Status:     http.StatusTooManyRequests,
+			Message:    fmt.Sprintf("the event was not stored because %d webhooks are already being handled (max_inflight_requests); retry later", in.gate.max),
+			RetryAfter: in.retryAfter,
+		})
+		return
+	}
+	defer in.gate.leave()
+	releaseAnon := func() {}
+	if !rt.byHeaders {
+		full, release := in.gate.enterAnon(name, throttleKey(in.addrs.of(r)))
+		if full != anonAdmitted {
+			e := in.anonymousFull(full, name)
+			log.Info("intake shedding anonymous load", "status", e.Status, "error", e.Message, "remote_addr", r.RemoteAddr)
+			writeError(w, e)
+			return
+		}
+		releaseAnon = release
+		defer release()
+	}
+
+	// A body must arrive promptly: a client trickling it holds a slot.
+	if err := http.NewResponseController(w).SetReadDeadline(time.Now().Add(in.bodyTimeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		log.Warn("cannot set the body's read deadline", "error", err)
+	}
+	buf := in.bufs.Get().(*bytes.Buffer)
+	buf.Reset()
+	defer in.bufs.Put(buf)
+	if e := readBody(w, r, rt.cfg.MaxBodyBytes, buf); e != nil {
+		reject(e)
+		return
+	}
+	body := buf.Bytes()
+	if !rt.byHeaders {
+		if why := rt.auth.check(r.Header, body, in.now()); why != "" {
+			reject(errorf(http.StatusUnauthorized, "authentication failed: "+why))
+			return
+		}
+	}
+	// The sender is authenticated (or the route takes anyone) and its body
+	// is in: it no longer counts against the anonymous budgets.
+	releaseAnon()
+
+	ev, e := in.check(rt, r, body)
+	if e != nil {
+		reject(e)
 		return
 	}
 	log = log.With("key", ev.Key)
@@ -168,27 +217,47 @@ type intakeAnswer struct {
 	Key    string `json:"key"`
 }
 
-// readBody reads the body into buf, refusing to read past limit.
+func bodyTooLarge(limit int64) *Error {
+	return errorf(http.StatusRequestEntityTooLarge, fmt.Sprintf("the body is larger than this route's max_body_bytes (%d bytes)", limit))
+}
+
+// readBody reads the body into buf, refusing to read past limit. It
+// reserves at most initialBodyBuffer up front; buf grows as bytes arrive.
 func readBody(w http.ResponseWriter, r *http.Request, limit int64, buf *bytes.Buffer) *Error {
-	tooLarge := errorf(http.StatusRequestEntityTooLarge, fmt.Sprintf("the body is larger than this route's max_body_bytes (%d bytes)", limit))
 	if r.ContentLength > limit {
-		return tooLarge
+		return bodyTooLarge(limit)
 	}
 	if r.ContentLength > 0 {
-		buf.Grow(int(r.ContentLength))
+		buf.Grow(int(min(r.ContentLength, initialBodyBuffer)))
 	}
 	_, err := buf.ReadFrom(http.MaxBytesReader(connWriter(w), r.Body, limit))
 	var maxErr *http.MaxBytesError
 	switch {
 	case errors.As(err, &maxErr):
-		return tooLarge
+		return bodyTooLarge(limit)
 	case isTimeout(err):
-		// The server's ReadTimeout cut a body that came too slowly.
+		// The body deadline (or the server's ReadTimeout) cut a body that
+		// came too slowly.
 		return errorf(http.StatusRequestTimeout, "the request body did not arrive in time; send it again")
 	case err != nil:
 		return errorf(http.StatusBadRequest, "could not read the request body: "+errText(err))
 	}
 	return nil
+}
+
+// anonymousFull is the 429 for an anonymous request that found its budget
+// full (see intakeGate).
+func (in *Intake) anonymousFull(full int, route string) *Error {
+	var msg string
+	switch full {
+	case anonFullRoute:
+		msg = fmt.Sprintf("the event was not stored because route %s is already reading the most bodies of senders not yet authenticated that it may; retry later", route)
+	case anonFullClient:
+		msg = fmt.Sprintf("the event was not stored because route %s is already reading the most bodies from this address that it may; retry later", route)
+	default:
+		msg = "the event was not stored because intake is already reading the most bodies of senders not yet authenticated that it may; retry later"
+	}
+	return &Error{Status: http.StatusTooManyRequests, Message: msg, RetryAfter: in.retryAfter}
 }
 
 func isTimeout(err error) bool {
@@ -209,11 +278,9 @@ func errText(err error) string {
 	return err.Error()
 }
 
-// check runs the checks after the body is read, and builds the event.
+// check runs the checks after the body is read and its sender
+// authenticated, and builds the event.
 func (in *Intake) check(rt *intakeRoute, r *http.Request, body []byte) (*outbox.NewEvent, *Error) {
-	if why := rt.auth.check(r.Header, body, in.now()); why != "" {
-		return nil, errorf(http.StatusUnauthorized, "authentication failed: "+why)
-	}
 	ct := r.Header.Get("Content-Type")
 	if e := checkContentType(ct); e != nil {
 		return nil, e
@@ -234,11 +301,27 @@ func (in *Intake) check(rt *intakeRoute, r *http.Request, body []byte) (*outbox.
 	return &outbox.NewEvent{
 		Route:       rt.cfg.Name,
 		Key:         key,
-		ContentType: ct,
-		Headers:     keptHeaders(r.Header, rt.stripped),
+		ContentType: forwardedContentType(ct),
+		Headers:     keptHeaders(r.Header, rt.cfg),
 		Body:        bytes.Clone(body),
 		MaxAttempts: rt.cfg.Retry.MaxAttempts,
 	}, nil
+}
+
+// forwardedContentType is the Content-Type stored with an event and sent
+// to its target: application/json, with the charset parameter the sender
+// gave, if any, in lower case. The body was checked to be JSON, so the
+// target is told exactly that, whatever +json type or parameters the sender
+// used (the sender's own header stays among the stored headers). A target
+// never sees a sender-chosen media type such as
+// application/x-www-form-urlencoded+json that a lenient framework might
+// parse as something else.
+func forwardedContentType(ct string) string {
+	_, params, err := mime.ParseMediaType(ct)
+	if charset := strings.ToLower(params["charset"]); err == nil && charset != "" {
+		return mime.FormatMediaType("application/json", map[string]string{"charset": charset})
+	}
+	return "application/json"
 }
 
 func checkContentType(ct string) *Error {
@@ -273,33 +356,26 @@ func jsonError(body []byte) string {
 }
 
 // keptHeaders returns the request headers to store: all but credentials
-// and signatures.
-func keptHeaders(h http.Header, stripped map[string]bool) http.Header {
+// and signatures (see config.Route.StoresHeader).
+func keptHeaders(h http.Header, route *config.Route) http.Header {
 	kept := make(http.Header, len(h))
 	for name, values := range h {
-		if stripped[name] || hasStrippedPrefix(name) {
-			continue
+		if route.StoresHeader(name) {
+			kept[name] = values
 		}
-		kept[name] = values
 	}
 	return kept
 }
 
-func hasStrippedPrefix(name string) bool {
-	for _, p := range strippedPrefixes {
-		if strings.HasPrefix(name, p) {
-			return true
-		}
-	}
-	return false
-}
-
 // unavailable turns a storage failure into a 503 that tells the sender to
-// come back later. It never exposes the driver's error.
+// come back later. It never exposes the driver's error. It does not claim
+// that the event was not stored: a group commit the request was waiting
+// for may still commit after intake gave up on it. A retry is always safe,
+// and answers duplicate if the event was stored.
 func (in *Intake) unavailable(err error) *Error {
-	msg := "the event was not stored because the database is unavailable; retry later"
+	msg := "the database is unavailable, so the event may not have been stored; retry later: if it was stored, the retry answers duplicate"
 	if store.IsTimeout(err) {
-		msg = fmt.Sprintf("the event was not stored because the database did not answer within %s; retry later", in.timeout)
+		msg = fmt.Sprintf("the database did not confirm within %s that the event was stored; retry later: if it was stored, the retry answers duplicate", in.timeout)
 	}
 	return &Error{Status: http.StatusServiceUnavailable, Message: msg, RetryAfter: in.retryAfter}
 }

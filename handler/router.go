@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -33,8 +34,11 @@ type RouterOptions struct {
 	// RiverUI is served at /riverui/ behind AdminToken; nil turns it off.
 	RiverUI http.Handler
 	// Console is the operator console (handler/console), served at
-	// /console/ behind AdminToken; nil turns it off.
+	// /console/ behind AdminToken, like River UI; nil turns it off.
 	Console http.Handler
+	// MetricsElsewhere leaves /metrics off this router, for when
+	// NewOpsRouter serves it on a listener of its own (metrics_listen).
+	MetricsElsewhere bool
 	// Registry is where the router registers intake's metrics, and what
 	// /metrics serves. Nil gives the router a private one.
 	Registry *prometheus.Registry
@@ -60,24 +64,39 @@ func NewRouter(opts RouterOptions) http.Handler {
 	// with a GET).
 	r := mux.NewRouter().SkipClean(true)
 	r.Handle("/webhooks/{route}", newIntakeMetrics(reg, opts.Intake.routeNames()).observe(opts.Intake)).Methods(http.MethodPost)
+	ready := newCachedReadiness(opts.Readiness)
 	r.HandleFunc("/healthz", healthz).Methods(http.MethodGet, http.MethodHead)
-	r.Handle("/readyz", readyz(opts.Readiness, opts.Logger)).Methods(http.MethodGet, http.MethodHead)
-	r.Handle("/metrics", metricsHandler(reg, opts.Logger)).Methods(http.MethodGet)
+	r.Handle("/readyz", readyz(ready, opts.Logger)).Methods(http.MethodGet, http.MethodHead)
+	if !opts.MetricsElsewhere {
+		r.Handle("/metrics", metricsHandler(reg, opts.Logger)).Methods(http.MethodGet)
+	}
 	guard := newAdminGuard(opts)
+	protect := newOperatorProtection()
 	if opts.Admin != nil {
 		api := &adminAPI{admin: opts.Admin, logger: opts.Logger, now: time.Now}
-		r.PathPrefix("/admin/").Handler(guard.wrap(adminRouter(api)))
+		r.PathPrefix("/admin/").Handler(protect.wrap(guard.wrap(adminRouter(api), false)))
 	}
-	if opts.RiverUI != nil {
-		r.Handle(RiverUIPrefix, http.RedirectHandler(RiverUIPrefix+"/", http.StatusMovedPermanently))
-		r.PathPrefix(RiverUIPrefix + "/").Handler(guard.wrap(opts.RiverUI))
-	}
-	if opts.Console != nil {
-		r.Handle(ConsolePrefix, http.RedirectHandler(ConsolePrefix+"/", http.StatusMovedPermanently))
-		r.PathPrefix(ConsolePrefix + "/").Handler(guard.wrap(opts.Console))
+	for prefix, ui := range map[string]http.Handler{RiverUIPrefix: opts.RiverUI, ConsolePrefix: opts.Console} {
+		if ui == nil {
+			continue
+		}
+		r.Handle(prefix, http.RedirectHandler(prefix+"/", http.StatusMovedPermanently))
+		r.PathPrefix(prefix + "/").Handler(protect.wrap(guard.wrap(ui, true)))
 	}
 	r.NotFoundHandler, r.MethodNotAllowedHandler = notFound, methodNotAllowed
 	return withRequestID(recoverer(opts.Logger, r))
+}
+
+// NewOpsRouter serves /metrics (from reg), /healthz and /readyz, for a
+// listener of their own (metrics_listen), so that they can stay on an
+// internal network while the main listener faces senders.
+func NewOpsRouter(reg *prometheus.Registry, readiness Readiness, logger *slog.Logger) http.Handler {
+	r := mux.NewRouter().SkipClean(true)
+	r.HandleFunc("/healthz", healthz).Methods(http.MethodGet, http.MethodHead)
+	r.Handle("/readyz", readyz(newCachedReadiness(readiness), logger)).Methods(http.MethodGet, http.MethodHead)
+	r.Handle("/metrics", metricsHandler(reg, logger)).Methods(http.MethodGet)
+	r.NotFoundHandler, r.MethodNotAllowedHandler = notFound, methodNotAllowed
+	return withRequestID(recoverer(logger, r))
 }
 
 // adminRouter returns the router of /admin/v1, which NewRouter serves
@@ -104,17 +123,50 @@ func healthz(w http.ResponseWriter, _ *http.Request) {
 
 // readyz answers 200 when the database answers and the schema is current,
 // else 503 with the reason; the driver's details stay in the log.
-func readyz(ready Readiness, logger *slog.Logger) http.HandlerFunc {
+func readyz(ready *cachedReadiness, logger *slog.Logger) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		defer cancel()
-		if err := ready.Ready(ctx); err != nil {
+		if err := ready.Ready(r.Context()); err != nil {
 			logger.Warn("not ready", "error", err)
 			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": outbox.ErrorMessage(err)})
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 	}
+}
+
+// readinessTTL is how long a readiness result is reused: a flood of
+// probes costs at most one database round trip per second.
+const readinessTTL = time.Second
+
+// cachedReadiness runs a Readiness check at most once per readinessTTL.
+// Probes that arrive while a check runs wait for it and share its result.
+type cachedReadiness struct {
+	ready Readiness
+	now   func() time.Time
+
+	mu  sync.Mutex // held while a check runs
+	at  time.Time
+	err error
+}
+
+func newCachedReadiness(ready Readiness) *cachedReadiness {
+	return &cachedReadiness{ready: ready, now: time.Now}
+}
+
+// Ready returns the last result if it is fresh, else checks again. The
+// check is not cut short by the probe that started it going away, since
+// others share its result; it has two seconds.
+func (c *cachedReadiness) Ready(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.at.IsZero() && c.now().Sub(c.at) < readinessTTL {
+		return c.err
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	c.err = c.ready.Ready(ctx)
+	c.at = c.now()
+	return c.err
 }
 
 // recoverer turns a panic in a handler into a logged 503 instead of a dropped

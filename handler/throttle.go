@@ -9,24 +9,33 @@ import (
 
 // FailureLimit tunes how failed admin authentications are slowed down. Each
 // client address has a bucket of Burst failures that refills by one every
-// Every. While an address's bucket is empty, its admin requests are
-// answered 429 with Retry-After before their credentials are looked at, so
-// a blocked guesser learns nothing. Other addresses are not affected.
+// Every. While an address's bucket is empty, its requests are answered 429
+// with Retry-After, except that LockedTries of them per Every are still
+// checked: the right token among them is let in (and lifts the slow-down),
+// a wrong one gets 429 too. So a guesser who shares the operator's address
+// (a NAT, or a proxy missing from trusted_proxies) cannot lock the operator
+// out for long, and gains only LockedTries more guesses per Every. Other
+// addresses are not affected.
 type FailureLimit struct {
 	// Burst is how many failures an address may make in a row.
 	Burst int
 	// Every is how long it takes to earn one more attempt.
 	Every time.Duration
-	// MaxAddresses bounds memory: past it, the address that failed least
-	// recently is forgotten.
+	// LockedTries is how many requests of a slowed-down address are still
+	// checked per Every, so that the right token gets in.
+	LockedTries int
+	// MaxAddresses bounds memory: past it, the address seen least recently
+	// is forgotten.
 	MaxAddresses int
 }
 
 // Defaults of FailureLimit: ten wrong tokens in a row, then one every ten
-// seconds, per address; at most 10 000 addresses remembered (about 1 MB).
+// seconds, plus three checks per ten seconds where the right token wins,
+// per address; at most 10 000 addresses remembered (about 1 MB).
 const (
 	DefaultAdminFailureBurst   = 10
 	DefaultAdminFailureEvery   = 10 * time.Second
+	DefaultAdminLockedTries    = 3
 	DefaultAdminFailureMaxAddr = 10_000
 )
 
@@ -37,6 +46,9 @@ func (l FailureLimit) withDefaults() FailureLimit {
 	if l.Every <= 0 {
 		l.Every = DefaultAdminFailureEvery
 	}
+	if l.LockedTries <= 0 {
+		l.LockedTries = DefaultAdminLockedTries
+	}
 	if l.MaxAddresses <= 0 {
 		l.MaxAddresses = DefaultAdminFailureMaxAddr
 	}
@@ -46,11 +58,10 @@ func (l FailureLimit) withDefaults() FailureLimit {
 // failureThrottle counts failed authentications per address in token
 // buckets, in bounded memory.
 //
-// An address with no failures is not tracked, so the operator's own
-// requests cost nothing. Once an address has failed, each of its requests
-// that carries credentials reserves a token before it is checked, and a
-// success forgets the address; so many concurrent guesses from a known
-// guesser cannot slip past the bucket.
+// Every request that carries credentials reserves a token before it is
+// checked, from its address's first sight on, so that many concurrent
+// guesses from a new address cannot slip past the bucket; a success forgets
+// the address.
 type failureThrottle struct {
 	limit FailureLimit
 	now   func() time.Time
@@ -62,8 +73,18 @@ type failureThrottle struct {
 
 type bucket struct {
 	key    netip.Prefix
-	tokens float64
-	at     time.Time // when tokens was last brought up to date
+	tokens float64 // failures the address may still make
+	locked float64 // checks left while tokens is empty
+	at     time.Time
+}
+
+// admission is the throttle's verdict on a request about to be checked.
+type admission struct {
+	// wait > 0: refuse the request without checking it, for this long.
+	wait time.Duration
+	// locked: the address is slowed down; the request is checked, but a
+	// wrong token is answered 429 rather than 401.
+	locked bool
 }
 
 func newFailureThrottle(limit FailureLimit) *failureThrottle {
@@ -75,44 +96,23 @@ func newFailureThrottle(limit FailureLimit) *failureThrottle {
 	}
 }
 
-// refill brings b's tokens up to now.
+// refill brings b's buckets up to now.
 func (t *failureThrottle) refill(b *bucket, now time.Time) {
 	if elapsed := now.Sub(b.at); elapsed > 0 {
-		b.tokens = min(float64(t.limit.Burst), b.tokens+float64(elapsed)/float64(t.limit.Every))
+		earned := float64(elapsed) / float64(t.limit.Every)
+		b.tokens = min(float64(t.limit.Burst), b.tokens+earned)
+		b.locked = min(float64(t.limit.LockedTries), b.locked+earned*float64(t.limit.LockedTries))
 	}
 	b.at = now
 }
 
-// admit is called for a request that carries credentials, before they are
-// checked. It returns wait > 0 when key has no attempts left, and reserved
-// when it took one of key's tokens.
-func (t *failureThrottle) admit(key netip.Prefix) (reserved bool, wait time.Duration) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	el, ok := t.entries[key]
-	if !ok {
-		return false, 0
-	}
-	b := el.Value.(*bucket)
-	now := t.now()
-	t.refill(b, now)
-	if b.tokens < 1 {
-		return false, time.Duration((1 - b.tokens) * float64(t.limit.Every))
-	}
-	b.tokens--
-	t.lru.MoveToFront(el)
-	return true, 0
-}
-
-// fail records a failed authentication from key. reserved says whether
-// admit took its token already. It reports whether key has just run out.
-func (t *failureThrottle) fail(key netip.Prefix, reserved bool) (exhausted bool) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
+// entry returns key's bucket, brought up to now, creating it on first
+// sight, and marks it the most recently used.
+func (t *failureThrottle) entry(key netip.Prefix) *bucket {
 	now := t.now()
 	el, ok := t.entries[key]
 	if !ok {
-		b := &bucket{key: key, tokens: float64(t.limit.Burst), at: now}
+		b := &bucket{key: key, tokens: float64(t.limit.Burst), locked: float64(t.limit.LockedTries), at: now}
 		el = t.lru.PushFront(b)
 		t.entries[key] = el
 		for t.lru.Len() > t.limit.MaxAddresses {
@@ -121,13 +121,47 @@ func (t *failureThrottle) fail(key netip.Prefix, reserved bool) (exhausted bool)
 			t.lru.Remove(oldest)
 		}
 	}
+	t.lru.MoveToFront(el)
 	b := el.Value.(*bucket)
 	t.refill(b, now)
-	if !ok || !reserved { // a reservation is lost if its bucket was forgotten
+	return b
+}
+
+// admit is called for a request that carries credentials, before they are
+// checked. It takes one of key's tokens (the attempt is charged now, and
+// refunded by succeed), or one of its locked tries, or says how long to
+// wait.
+func (t *failureThrottle) admit(key netip.Prefix) admission {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	b := t.entry(key)
+	// Tokens earned in fractions may fall a rounding error short of 1.
+	const whole = 1 - 1e-9
+	switch {
+	case b.tokens >= whole:
+		b.tokens--
+		return admission{}
+	case b.locked >= whole:
+		b.locked--
+		return admission{locked: true}
+	}
+	every := float64(t.limit.Every)
+	untilToken := (1 - b.tokens) * every
+	untilTry := (1 - b.locked) * every / float64(t.limit.LockedTries)
+	return admission{wait: max(time.Duration(min(untilToken, untilTry)), time.Millisecond)}
+}
+
+// fail records a failed authentication from key, whose attempt admit has
+// charged already. It reports whether key has just run out.
+func (t *failureThrottle) fail(key netip.Prefix) (exhausted bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	_, known := t.entries[key]
+	b := t.entry(key)
+	if !known { // forgotten since admit, with its charge: charge again
 		b.tokens--
 	}
-	t.lru.MoveToFront(el)
-	return b.tokens < 1
+	return b.tokens < 1-1e-9
 }
 
 // succeed forgets key: it proved it holds the token.

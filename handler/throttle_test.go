@@ -30,49 +30,64 @@ func newTestThrottle(limit FailureLimit) (*failureThrottle, *fakeClock) {
 // guess runs one wrong attempt the way adminGuard does, and returns the
 // wait it was told, or 0 when the attempt was let through (and failed).
 func guess(th *failureThrottle, key netip.Prefix) time.Duration {
-	reserved, wait := th.admit(key)
-	if wait > 0 {
-		return wait
+	adm := th.admit(key)
+	if adm.wait > 0 {
+		return adm.wait
 	}
-	th.fail(key, reserved)
+	th.fail(key)
 	return 0
 }
 
+// TestThrottleBurstThenRefill: an address may fail Burst times in a row;
+// after that it still gets LockedTries checks per Every (the operator's
+// chance when a guesser shares the address), then it must wait. Tokens and
+// tries come back with time.
 func TestThrottleBurstThenRefill(t *testing.T) {
 	t.Parallel()
 	th, clock := newTestThrottle(FailureLimit{})
 	attacker := throttleKey(netip.MustParseAddr("203.0.113.9"))
 	operator := throttleKey(netip.MustParseAddr("198.51.100.7"))
 	for i := range DefaultAdminFailureBurst {
-		if wait := guess(th, attacker); wait != 0 {
-			t.Fatalf("failure %d was refused (wait %s) within the burst", i+1, wait)
+		if adm := th.admit(attacker); adm.wait != 0 || adm.locked {
+			t.Fatalf("failure %d was refused or locked (%+v) within the burst", i+1, adm)
 		}
+		th.fail(attacker)
 	}
-	wait := guess(th, attacker)
-	if wait != DefaultAdminFailureEvery {
-		t.Fatalf("after the burst: wait %s, want %s", wait, DefaultAdminFailureEvery)
+	for i := range DefaultAdminLockedTries {
+		adm := th.admit(attacker)
+		if adm.wait != 0 || !adm.locked {
+			t.Fatalf("locked try %d: %+v", i+1, adm)
+		}
+		th.fail(attacker)
 	}
-	// Another address is not affected, and its success is not charged.
-	if reserved, wait := th.admit(operator); reserved || wait != 0 {
-		t.Errorf("operator admitted with reserved=%v wait=%s", reserved, wait)
+	tryEvery := DefaultAdminFailureEvery / DefaultAdminLockedTries
+	if wait := guess(th, attacker); wait != tryEvery {
+		t.Fatalf("after the burst and the locked tries: wait %s, want %s", wait, tryEvery)
 	}
-	// Half the interval later, half a token: still blocked, for the rest.
-	clock.add(DefaultAdminFailureEvery / 2)
-	if wait := guess(th, attacker); wait != DefaultAdminFailureEvery/2 {
+	// Another address is not affected.
+	if adm := th.admit(operator); adm.wait != 0 || adm.locked {
+		t.Errorf("operator: %+v", adm)
+	}
+	th.succeed(operator)
+	// Half of that later: still blocked, for the rest.
+	clock.add(tryEvery / 2)
+	if wait := guess(th, attacker); wait != tryEvery-tryEvery/2 {
 		t.Errorf("half way: wait %s", wait)
 	}
-	// One interval: exactly one more attempt.
-	clock.add(DefaultAdminFailureEvery / 2)
-	if wait := guess(th, attacker); wait != 0 {
-		t.Errorf("after refill: wait %s", wait)
+	// Then one more locked try, and no second.
+	clock.add(tryEvery - tryEvery/2)
+	if adm := th.admit(attacker); adm.wait != 0 || !adm.locked {
+		t.Errorf("after refill: %+v", adm)
+	} else {
+		th.fail(attacker)
 	}
 	if wait := guess(th, attacker); wait == 0 {
-		t.Error("a second attempt after one interval was let through")
+		t.Error("a second attempt was let through")
 	}
-	// A success forgets the address.
-	clock.add(DefaultAdminFailureEvery)
-	if _, wait := th.admit(attacker); wait != 0 {
-		t.Fatalf("wait %s", wait)
+	// The right token in a locked try forgets the address.
+	clock.add(tryEvery)
+	if adm := th.admit(attacker); adm.wait != 0 || !adm.locked {
+		t.Fatalf("%+v", adm)
 	}
 	th.succeed(attacker)
 	if th.size() != 0 {
@@ -80,31 +95,30 @@ func TestThrottleBurstThenRefill(t *testing.T) {
 	}
 }
 
-// TestThrottleConcurrentGuesses: once an address has failed, concurrent
-// requests reserve their token before the check, so no more than the
-// burst get through however many arrive at once.
-func TestThrottleConcurrentGuesses(t *testing.T) {
+// TestThrottleReservesOnFirstSight: concurrent requests reserve their token
+// before the check, from an address's very first request on, so no more
+// than the burst and the locked tries get through however many arrive at
+// once.
+func TestThrottleReservesOnFirstSight(t *testing.T) {
 	t.Parallel()
 	th, _ := newTestThrottle(FailureLimit{Burst: 5})
 	key := throttleKey(netip.MustParseAddr("203.0.113.9"))
-	guess(th, key)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	through := 0
 	for range 200 {
 		wg.Go(func() {
-			reserved, wait := th.admit(key)
-			if wait == 0 {
+			if adm := th.admit(key); adm.wait == 0 {
 				mu.Lock()
 				through++
 				mu.Unlock()
-				th.fail(key, reserved)
+				th.fail(key)
 			}
 		})
 	}
 	wg.Wait()
-	if through != 4 {
-		t.Errorf("%d concurrent guesses got through, want 4 (burst 5, one used)", through)
+	if want := 5 + DefaultAdminLockedTries; through != want {
+		t.Errorf("%d concurrent guesses from a new address got through, want %d (burst 5, %d locked tries)", through, want, DefaultAdminLockedTries)
 	}
 }
 
@@ -121,13 +135,13 @@ func TestThrottleMemoryIsBounded(t *testing.T) {
 	if n := th.size(); n != 1000 {
 		t.Errorf("%d addresses remembered, want 1000", n)
 	}
-	if _, wait := th.admit(throttleKey(netip.MustParseAddr("198.51.100.7"))); wait != 0 {
-		t.Errorf("operator refused after a flood: wait %s", wait)
+	if adm := th.admit(throttleKey(netip.MustParseAddr("198.51.100.7"))); adm.wait != 0 || adm.locked {
+		t.Errorf("operator refused after a flood: %+v", adm)
 	}
 	// IPv6 addresses in one /64 share a bucket: a host cannot rotate
 	// through its own /64 to escape it.
 	th6, _ := newTestThrottle(FailureLimit{})
-	for i := range DefaultAdminFailureBurst {
+	for i := range DefaultAdminFailureBurst + DefaultAdminLockedTries {
 		a := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 15: byte(i)})
 		guess(th6, throttleKey(a))
 	}

@@ -4,11 +4,14 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"net/url"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -67,7 +70,9 @@ func classifyResponse(resp *http.Response, body []byte, elapsed time.Duration, n
 	o := Outcome{Status: resp.StatusCode}
 	code := resp.StatusCode
 	o.Message = fmt.Sprintf("target answered %d %s after %s", code, statusText(code), roundDuration(elapsed))
-	if snippet := bodySnippet(body); snippet != "" {
+	secrets := sentSecrets(resp.Request)
+	cut := len(body) >= maxErrorBody
+	if snippet := bodySnippet(redactSecrets(string(body), secrets, cut), cut); snippet != "" {
 		o.Message += ": " + snippet
 	}
 	switch {
@@ -84,7 +89,7 @@ func classifyResponse(resp *http.Response, body []byte, elapsed time.Duration, n
 		o.Verdict = Retry
 	case code >= 300 && code < 400:
 		o.Verdict = Permanent
-		o.Message += fmt.Sprintf(" (redirect to %q: outbox does not follow redirects, point target.url at the final address)", resp.Header.Get("Location"))
+		o.Message += fmt.Sprintf(" (redirect to %q: outbox does not follow redirects, point target.url at the final address)", redactSecrets(resp.Header.Get("Location"), secrets, false))
 	default:
 		o.Verdict = Permanent
 	}
@@ -98,11 +103,104 @@ func statusText(code int) string {
 	return "(unknown status)"
 }
 
-// bodySnippet makes the start of an answer's body fit for a one-line error.
-func bodySnippet(body []byte) string {
-	s := strings.ToValidUTF8(string(body), "\uFFFD")
+// publicHeaders are the request headers outbox sets whose values are no
+// secret. Every other header of a delivery is a target.headers value or a
+// signature, which an error message must not repeat.
+var publicHeaders = map[string]bool{
+	"Content-Type": true, "Content-Length": true, "User-Agent": true, "Accept-Encoding": true,
+	"X-Outbox-Route": true, "X-Outbox-Key": true, "X-Outbox-Attempt": true,
+	"Webhook-Id": true, "Webhook-Timestamp": true,
+}
+
+// redacted replaces a secret in an error message.
+const redacted = "[redacted]"
+
+// minSecretLen is the shortest piece of a header value treated as a secret
+// on its own; shorter words ("Bearer", "v1") are too common to hide.
+const minSecretLen = 8
+
+// sentSecrets lists what a target could echo back of the credentials
+// outbox sent it: each target.headers value and signature, whole and by
+// its space- or comma-separated parts (the token of "Bearer <token>"), the
+// password of Basic credentials, and the target URL's password and query
+// values.
+func sentSecrets(req *http.Request) []string {
+	if req == nil {
+		return nil
+	}
+	var out []string
+	add := func(v string) {
+		if v = strings.TrimSpace(v); len(v) >= 4 {
+			out = append(out, v)
+		}
+	}
+	for name, values := range req.Header {
+		if publicHeaders[name] {
+			continue
+		}
+		for _, v := range values {
+			add(v)
+			for _, part := range strings.FieldsFunc(v, func(r rune) bool { return r == ' ' || r == ',' }) {
+				if len(part) >= minSecretLen {
+					add(part)
+				}
+				if plain, err := base64.StdEncoding.DecodeString(part); err == nil && strings.HasPrefix(strings.ToLower(v), "basic ") {
+					_, pass, _ := strings.Cut(string(plain), ":")
+					add(string(plain))
+					add(pass)
+				}
+			}
+			// A signature's value without its "v1," or "sha256=" label.
+			if _, sig, ok := strings.Cut(v, ","); ok && len(sig) >= minSecretLen {
+				add(sig)
+			}
+		}
+	}
+	if u := req.URL; u != nil {
+		if pass, ok := u.User.Password(); ok {
+			add(pass)
+		}
+		for _, values := range u.Query() {
+			for _, v := range values {
+				add(v)
+			}
+		}
+	}
+	// Longest first, so that a value is hidden whole before its parts.
+	slices.SortFunc(out, func(a, b string) int { return len(b) - len(a) })
+	return slices.Compact(out)
+}
+
+// whsecPattern matches a Standard Webhooks signing secret, which a target
+// that verifies outbox's signatures holds and might print.
+var whsecPattern = regexp.MustCompile(`whsec_[A-Za-z0-9+/=]+`)
+
+// redactSecrets replaces every secret in s, and any whsec_ secret, with
+// [redacted]. When s was cut short, a secret's beginning at its very end
+// is hidden too.
+func redactSecrets(s string, secrets []string, cut bool) string {
+	for _, secret := range secrets {
+		s = strings.ReplaceAll(s, secret, redacted)
+	}
+	s = whsecPattern.ReplaceAllString(s, "whsec_"+redacted)
+	if cut {
+		for _, secret := range secrets {
+			for n := len(secret) - 1; n >= 4; n-- {
+				if strings.HasSuffix(s, secret[:n]) {
+					return s[:len(s)-n] + redacted
+				}
+			}
+		}
+	}
+	return s
+}
+
+// bodySnippet makes the start of an answer's body fit for a one-line error;
+// cut says there was more.
+func bodySnippet(text string, cut bool) string {
+	s := strings.ToValidUTF8(text, "\uFFFD")
 	s = strings.Join(strings.Fields(s), " ")
-	if len(body) >= maxErrorBody {
+	if cut {
 		// Cut at a rune boundary and say that there was more.
 		for len(s) > 0 && !utf8.ValidString(s) {
 			s = s[:len(s)-1]

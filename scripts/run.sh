@@ -17,6 +17,8 @@ if [ -z "${OUTBOX_ADMIN_TOKEN:-}" ]; then
 fi
 export OUTBOX_ADMIN_TOKEN
 export GENESYS_TOKEN=${GENESYS_TOKEN:-dev-genesys-token}
+# The demo sender token above is published; only make run may use it.
+export OUTBOX_ALLOW_DEMO_TOKENS=1
 listen=${OUTBOX_LISTEN:-:8080}
 port=${listen##*:}
 

@@ -17,13 +17,16 @@ func runConfig(args []string, stdout, stderr io.Writer) error {
 		return usagef("the config command is: outbox config check [--config PATH]")
 	}
 	path := config.Path(*configPath)
-	cfg, err := config.Load(path)
+	cfg, err := loadServable(*configPath)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "%s is valid: %d route(s)\n", path, len(cfg.Routes))
 	if cfg.TLS != nil {
 		fmt.Fprintf(stdout, "  HTTPS on %s with %s\n", cfg.Listen, cfg.TLS.CertFile)
+	}
+	if cfg.MetricsListen != "" {
+		fmt.Fprintf(stdout, "  /metrics, /healthz and /readyz on %s (plain HTTP)\n", cfg.MetricsListen)
 	}
 	for _, r := range cfg.Routes {
 		signed := ""
@@ -37,6 +40,9 @@ func runConfig(args []string, stdout, stderr io.Writer) error {
 		if r.Auth.None {
 			fmt.Fprintf(stdout, "warning: route %s accepts webhooks without authentication (auth: none: true)\n", r.Name)
 		}
+	}
+	for _, w := range cfg.Warnings() {
+		fmt.Fprintf(stdout, "warning: %s\n", w)
 	}
 	return nil
 }

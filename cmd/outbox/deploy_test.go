@@ -48,6 +48,10 @@ type composeService struct {
 // `docker compose up` does with the variable unset.
 var composeDefault = regexp.MustCompile(`\$\{(\w+):-([^}]*)\}`)
 
+// composeRequired matches compose's ${VAR:?message}: a variable that must be
+// set, or compose refuses to start.
+var composeRequired = regexp.MustCompile(`\$\{(\w+):\?[^}]*\}`)
+
 func TestComposeFile(t *testing.T) {
 	t.Parallel()
 	data, err := os.ReadFile(repoFile("docker-compose.yml"))
@@ -101,9 +105,21 @@ func TestComposeFile(t *testing.T) {
 
 	// serve and migrate read the mounted config with the compose
 	// environment: it must load, and deliver to the demo-target service.
+	// The secrets have no defaults: compose refuses to start without them
+	// (${VAR:?message}), so no token anyone can read ships with it.
+	for _, secret := range []string{"OUTBOX_ADMIN_TOKEN", "GENESYS_TOKEN"} {
+		for name, s := range map[string]composeService{"migrate": migrate, "outbox": outbox} {
+			if v := s.Environment[secret]; !regexp.MustCompile(`^\$\{` + secret + `:\?[^}]+\}$`).MatchString(v) {
+				t.Errorf("service %s sets %s to %q; want ${%s:?message}, required from the environment", name, secret, v, secret)
+			}
+		}
+	}
 	env := map[string]string{}
 	for k, v := range outbox.Environment {
 		env[k] = composeDefault.ReplaceAllString(v, "$2")
+		if composeRequired.MatchString(v) {
+			env[k] = "a-secret-from-the-environment-0123456789"
+		}
 	}
 	var mounted string
 	for _, v := range outbox.Volumes {

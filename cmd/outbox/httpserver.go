@@ -1,9 +1,12 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"sync"
@@ -37,22 +40,32 @@ var defaultHTTPLimits = httpLimits{
 	maxHeaderBytes: 64 << 10,
 }
 
-// newHTTPServer returns the server for handler, with m's limits and, when
-// the config has tls, its certificate.
-func (m *Main) newHTTPServer(handler http.Handler) (*http.Server, error) {
-	limits := defaultHTTPLimits
+// httpLimits returns m's limits: defaultHTTPLimits unless a test set its
+// own.
+func (m *Main) httpLimits() httpLimits {
 	if m.limits != nil {
-		limits = *m.limits
+		return *m.limits
 	}
-	srv := &http.Server{
+	return defaultHTTPLimits
+}
+
+// newPlainServer returns an HTTP server for handler with limits.
+func newPlainServer(handler http.Handler, limits httpLimits, logger *slog.Logger) *http.Server {
+	return &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: limits.readHeader,
 		ReadTimeout:       limits.read,
 		WriteTimeout:      limits.write,
 		IdleTimeout:       limits.idle,
 		MaxHeaderBytes:    limits.maxHeaderBytes,
-		ErrorLog:          slog.NewLogLogger(m.Logger.Handler(), slog.LevelWarn),
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
+}
+
+// newHTTPServer returns the server for handler, with m's limits and, when
+// the config has tls, its certificate.
+func (m *Main) newHTTPServer(handler http.Handler) (*http.Server, error) {
+	srv := newPlainServer(handler, m.httpLimits(), m.Logger)
 	if t := m.Config.TLS; t != nil {
 		certs, err := newCertReloader(t.CertFile, t.KeyFile, m.Logger)
 		if err != nil {
@@ -61,6 +74,35 @@ func (m *Main) newHTTPServer(handler http.Handler) (*http.Server, error) {
 		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: certs.get}
 	}
 	return srv, nil
+}
+
+// opsServer serves /metrics, /healthz and /readyz on metrics_listen, over
+// plain HTTP, with the main listener's limits.
+type opsServer struct {
+	server   *http.Server
+	listener net.Listener
+	served   chan error
+}
+
+func (m *Main) startOpsServer(addr string, handler http.Handler) (*opsServer, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("cannot listen on metrics_listen %s: %w", addr, err)
+	}
+	o := &opsServer{server: newPlainServer(handler, m.httpLimits(), m.Logger), listener: ln, served: make(chan error, 1)}
+	go func() { o.served <- o.server.Serve(ln) }()
+	m.Logger.Info("serving /metrics, /healthz and /readyz on metrics_listen", "addr", ln.Addr().String())
+	return o, nil
+}
+
+func (o *opsServer) close(ctx context.Context) error {
+	if err := o.server.Shutdown(ctx); err != nil {
+		return fmt.Errorf("error draining metrics_listen requests: %w", err)
+	}
+	if err := <-o.served; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("metrics_listen server failed: %w", err)
+	}
+	return nil
 }
 
 // serve serves HTTP, or HTTPS when the server has a TLS config, on m's

@@ -40,7 +40,7 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if len(rest) > 0 {
 		return usagef("serve takes no arguments, got %q", rest)
 	}
-	cfg, err := config.Load(config.Path(*configPath))
+	cfg, err := loadServable(*configPath)
 	if err != nil {
 		return err
 	}
@@ -55,7 +55,11 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		riverLevel = "debug"
 	}
 	riverLogger, _ := newLogger(stderr, *logFormat, riverLevel)
-	startDebugServer(logger)
+	stopDebug, err := startDebugServer(logger)
+	if err != nil {
+		return err
+	}
+	defer stopDebug()
 	m := &Main{Config: cfg, Logger: logger, RiverLogger: riverLogger.With("component", "river"), Migrate: *migrate}
 	if err := m.Run(ctx); err != nil {
 		return err
@@ -65,6 +69,22 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout.D())
 	defer cancel()
 	return m.Close(shutdownCtx)
+}
+
+// loadServable loads the config that serve would serve, or config check
+// would approve: DemoTokens are refused unless OUTBOX_ALLOW_DEMO_TOKENS=1.
+func loadServable(configPath string) (*config.Config, error) {
+	path := config.Path(configPath)
+	cfg, err := config.Load(path)
+	if err != nil {
+		return nil, err
+	}
+	if os.Getenv(config.AllowDemoTokensEnv) != "1" {
+		if err := cfg.RefuseDemoTokens(); err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+	}
+	return cfg, nil
 }
 
 // envInt reads a tuning knob from the environment: 0 when unset or not a
@@ -109,6 +129,7 @@ type Main struct {
 	river     *river.Client[pgx.Tx]
 	server    *http.Server
 	listener  net.Listener
+	ops       *opsServer // /metrics on metrics_listen; nil without it
 	served    chan error
 	stopUI    context.CancelFunc
 	batcher   *store.Batcher
@@ -132,6 +153,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		if err != nil {
 			if m.listener != nil {
 				m.listener.Close()
+			}
+			if m.ops != nil {
+				_ = m.ops.close(context.Background())
 			}
 			if m.batcher != nil {
 				m.batcher.Close()
@@ -213,7 +237,10 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err := ops.ReconcilePauses(ctx, logger); err != nil {
 		return err
 	}
-	routerOpts := handler.RouterOptions{Intake: intake, Readiness: st, Logger: logger, Registry: registry, TrustedProxies: cfg.TrustedProxyPrefixes()}
+	// A body deadline must never outlast the server's own read timeout.
+	intake.LimitBodyTimeout(m.httpLimits().read)
+	routerOpts := handler.RouterOptions{Intake: intake, Readiness: st, Logger: logger, Registry: registry, TrustedProxies: cfg.TrustedProxyPrefixes(),
+		MetricsElsewhere: cfg.MetricsListen != ""}
 	if !cfg.DisableAdmin {
 		ui, err := handler.NewRiverUI(m.river, riverLogger)
 		if err != nil {
@@ -248,6 +275,11 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("cannot listen on %s: %w", cfg.Listen, err)
 	}
+	if cfg.MetricsListen != "" {
+		if m.ops, err = m.startOpsServer(cfg.MetricsListen, handler.NewOpsRouter(registry, st, logger)); err != nil {
+			return err
+		}
+	}
 	// Deliveries get their own context: a shutdown stops them through
 	// river.Stop, after intake has drained, not by cancelling ctx.
 	if err := m.river.Start(context.WithoutCancel(ctx)); err != nil {
@@ -274,6 +306,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		}
 	})
 	logger.Info("outbox is serving", "addr", m.listener.Addr().String(), "tls", cfg.TLS != nil, "routes", routes, "schema_version", migrations.Latest)
+	for _, w := range cfg.Warnings() {
+		logger.Warn(w)
+	}
 	return nil
 }
 
@@ -308,6 +343,14 @@ func runInBackground(ctx context.Context, f func(context.Context)) (stop func())
 // Addr is the address the HTTP server listens on.
 func (m *Main) Addr() string { return m.listener.Addr().String() }
 
+// MetricsAddr is the address of the metrics_listen server, "" without one.
+func (m *Main) MetricsAddr() string {
+	if m.ops == nil {
+		return ""
+	}
+	return m.ops.listener.Addr().String()
+}
+
 // Close shuts down gracefully within ctx: it stops accepting requests and
 // lets in-flight ones finish, then lets running deliveries finish, and
 // cancels those still running when ctx ends. A cancelled delivery is retried
@@ -323,6 +366,11 @@ func (m *Main) Close(ctx context.Context) error {
 		}
 		if err := <-m.served; err != nil && !errors.Is(err, http.ErrServerClosed) {
 			errs = append(errs, fmt.Errorf("HTTP server failed: %w", err))
+		}
+	}
+	if m.ops != nil {
+		if err := m.ops.close(ctx); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if m.batcher != nil {
