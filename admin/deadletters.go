@@ -178,10 +178,12 @@ func (s *Service) retryByFilter(ctx context.Context, f outbox.DeadLetterFilter, 
 		return res, nil
 	}
 	budgets := s.budgets()
+	// The message carries the cursor, for an API client whose answer is
+	// this error; the cause stays in the log.
 	stopped := func(how string, err error) (*RetryResult, error) {
 		res.NextCursor = encodeRetryCursor(f, after)
-		return res, fmt.Errorf("%s after retrying %d of %d dead letters; retry the rest with outbox dlq retry --resume %s (API: \"resume\"): %w",
-			how, res.Retried, total, res.NextCursor, err)
+		return res, outbox.Wrap(outbox.EUNAVAILABLE, err, "%s after retrying %d of %d dead letters; retry the rest, none twice, with outbox dlq retry --resume %s (API: {\"resume\": %q})",
+			how, res.Retried, total, res.NextCursor, res.NextCursor)
 	}
 	for {
 		if err := ctx.Err(); err != nil {

@@ -187,7 +187,9 @@ func TestReplayResumesWithItsCursor(t *testing.T) {
 		cancel() // Ctrl-C after the first batch
 	}})
 	require.Error(t, err)
-	require.Contains(t, err.Error(), "resume with outbox replay --resume "+res.ReplayID)
+	require.Contains(t, err.Error(), "with outbox replay --resume "+res.ReplayID)
+	require.Equal(t, outbox.EUNAVAILABLE, outbox.ErrorCode(err))
+	require.ErrorIs(t, err, context.Canceled)
 	require.Equal(t, res.ReplayID, res.NextCursor)
 	require.Equal(t, [][2]int64{{2, 7}}, progress)
 	require.Equal(t, int64(2), res.Replayed)

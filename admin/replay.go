@@ -134,12 +134,12 @@ func (s *Service) Replay(ctx context.Context, req ReplayRequest) (*ReplayResult,
 	for {
 		if err := ctx.Err(); err != nil {
 			res.NextCursor = rp.ID
-			return res, fmt.Errorf("interrupted after %d of %d events; resume with outbox replay --resume %s (API: \"resume\": %q): %w", done, res.Matched, rp.ID, rp.ID, err)
+			return res, stoppedReplay("interrupted", rp.ID, done, res.Matched, err)
 		}
 		out, err := s.store.ReplayNextBatch(ctx, s.jobs, rp.ID, route.Retry.MaxAttempts, budgets, s.replayBatch)
 		if err != nil {
 			res.NextCursor = rp.ID
-			return res, fmt.Errorf("replay stopped after %d of %d events; resume with outbox replay --resume %s (API: \"resume\": %q): %w", done, res.Matched, rp.ID, rp.ID, err)
+			return res, stoppedReplay("stopped", rp.ID, done, res.Matched, err)
 		}
 		if out.Done {
 			break
@@ -153,6 +153,14 @@ func (s *Service) Replay(ctx context.Context, req ReplayRequest) (*ReplayResult,
 		}
 	}
 	return res, nil
+}
+
+// stoppedReplay is the error of a replay that stopped part-way. Its message
+// says how to resume, for an API client whose answer is this error; the
+// cause stays in the log.
+func stoppedReplay(how, id string, done, total int64, err error) error {
+	return outbox.Wrap(outbox.EUNAVAILABLE, err, "replay %s %s after %d of %d events; resume it, sending nothing twice, with outbox replay --resume %s (API: {\"resume\": %q}, or the same request again)",
+		id, how, done, total, id, id)
 }
 
 // replayFor finds or starts the replay req names. A dry run starts nothing.

@@ -136,15 +136,6 @@ func (a *adminAPI) fail(w http.ResponseWriter, r *http.Request, err error) {
 	writeErr(w, r, a.logger, err)
 }
 
-// failPartly answers the error of an operation that stopped part-way, with
-// the cursor that resumes it, if any.
-func (a *adminAPI) failPartly(w http.ResponseWriter, r *http.Request, err error, cursor string) {
-	if e := errorFor(r, a.logger, err); e != nil {
-		e.NextCursor = cursor
-		writeError(w, e)
-	}
-}
-
 func (a *adminAPI) filterFromQuery(q map[string][]string) (outbox.DeadLetterFilter, error) {
 	get := func(k string) string {
 		if v := q[k]; len(v) > 0 {
@@ -273,11 +264,7 @@ func (a *adminAPI) retryDeadLetters(w http.ResponseWriter, r *http.Request) {
 	}
 	res, err := a.admin.RetryDeadLetters(r.Context(), req)
 	if err != nil {
-		cursor := ""
-		if res != nil {
-			cursor = res.NextCursor
-		}
-		a.failPartly(w, r, err, cursor)
+		a.fail(w, r, err)
 		return
 	}
 	a.logger.Info("dead letters retried", "matched", res.Matched, "retried", res.Retried, "dry_run", res.DryRun)
@@ -323,11 +310,7 @@ func (a *adminAPI) replay(w http.ResponseWriter, r *http.Request) {
 	}
 	res, err := a.admin.Replay(r.Context(), admin.ReplayRequest{Route: body.Route, Since: since, Until: until, DryRun: body.DryRun, ReplayID: body.ReplayID, Resume: body.Resume})
 	if err != nil {
-		cursor := ""
-		if res != nil {
-			cursor = res.NextCursor
-		}
-		a.failPartly(w, r, err, cursor)
+		a.fail(w, r, err)
 		return
 	}
 	a.logger.Info("events replayed", "replay_id", res.ReplayID, "route", res.Route, "matched", res.Matched, "already_replayed", res.AlreadyReplayed,

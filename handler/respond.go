@@ -21,9 +21,6 @@ type Error struct {
 	Message string
 	// RetryAfter, when set, is sent as the Retry-After header.
 	RetryAfter time.Duration
-	// NextCursor, when set, is sent as next_cursor: it resumes an operation
-	// (a replay, a bulk retry) that stopped part-way.
-	NextCursor string
 }
 
 func (e *Error) Error() string { return e.Message }
@@ -51,11 +48,7 @@ func writeError(w http.ResponseWriter, e *Error) {
 	if e.RetryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(int((e.RetryAfter+time.Second-1)/time.Second)))
 	}
-	body := map[string]string{"error": e.Message}
-	if e.NextCursor != "" {
-		body["next_cursor"] = e.NextCursor
-	}
-	writeJSON(w, e.Status, body)
+	writeJSON(w, e.Status, map[string]string{"error": e.Message})
 }
 
 // statusOf is the one place an error code becomes an HTTP status. Errors
@@ -83,30 +76,24 @@ const retryLater = 5 * time.Second
 // without it: a driver error never reaches a client. A client that went
 // away gets nothing.
 func writeErr(w http.ResponseWriter, r *http.Request, logger *slog.Logger, err error) {
-	if e := errorFor(r, logger, err); e != nil {
-		writeError(w, e)
-	}
-}
-
-// errorFor is the answer writeErr gives err, or nil for a client that went
-// away.
-func errorFor(r *http.Request, logger *slog.Logger, err error) *Error {
 	var he *Error
 	if errors.As(err, &he) {
-		return he
+		writeError(w, he)
+		return
 	}
 	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
-		return nil
+		return
 	}
 	code := outbox.ErrorCode(err)
 	status := statusOf(code)
 	if status < http.StatusInternalServerError {
-		return errorf(status, outbox.ErrorMessage(err))
+		writeError(w, errorf(status, outbox.ErrorMessage(err)))
+		return
 	}
 	logger.Error("request failed", "path", r.URL.Path, "code", code, "error", err, "request_id", RequestID(r.Context()))
 	msg := "the request failed because the database is unavailable or failing; retry later (details are in the server log)"
 	if code == outbox.EUNAVAILABLE {
 		msg = outbox.ErrorMessage(err) + "; retry later"
 	}
-	return &Error{Status: status, Message: msg, RetryAfter: retryLater}
+	writeError(w, &Error{Status: status, Message: msg, RetryAfter: retryLater})
 }
