@@ -25,6 +25,9 @@ type Service struct {
 	cfg    *config.Config
 	routes map[string]*config.Route
 	now    func() time.Time
+	// replayBatch and retryBatch bound the events or dead letters each
+	// transaction of a replay or bulk retry handles (tests lower them).
+	replayBatch, retryBatch int
 	// circuits reports the routes' circuit breakers, when the process
 	// runs deliveries.
 	circuits func(route string) (outbox.CircuitInfo, bool)
@@ -37,7 +40,7 @@ func New(st *store.Store, jobs *river.Client[pgx.Tx], cfg *config.Config) *Servi
 	for i := range cfg.Routes {
 		routes[cfg.Routes[i].Name] = &cfg.Routes[i]
 	}
-	return &Service{store: st, jobs: jobs, cfg: cfg, routes: routes, now: time.Now}
+	return &Service{store: st, jobs: jobs, cfg: cfg, routes: routes, now: time.Now, replayBatch: replayBatchSize, retryBatch: retryBatchSize}
 }
 
 // SetCircuits lets Routes report the routes' circuit breakers.

@@ -72,7 +72,8 @@ type Config struct {
 	// that no admin token is needed.
 	DisableAdmin bool `yaml:"disable_admin"`
 	// DeadLetterRetention is how long dead letters are kept; "forever" keeps
-	// them.
+	// them. At least event_retention: a dead letter's event goes with it,
+	// and with the event its key's deduplication.
 	DeadLetterRetention Retention `yaml:"dead_letter_retention"`
 	// EventRetention is how long delivered events are kept: the replay
 	// window.

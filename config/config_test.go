@@ -238,6 +238,11 @@ func TestErrorsNameTheField(t *testing.T) {
 		{"rate_limit not a number", func(s string) string {
 			return strings.Replace(s, "auth: {none: true}", "auth: {none: true}\n    rate_limit: fast", 1)
 		}, nil, []string{"line 7: cannot use the text `fast` as a number"}},
+		// Expiring a dead letter removes its event, and with it the key's
+		// deduplication: the dedupe window would be shorter than
+		// event_retention.
+		{"dead letters kept shorter than events", func(s string) string { return s + "dead_letter_retention: 24h\nevent_retention: 48h\n" }, nil,
+			[]string{"dead_letter_retention: 24h is shorter than event_retention (48h)", "forever"}},
 		{"adaptive_concurrency not a boolean", func(s string) string {
 			return strings.Replace(s, "auth: {none: true}", "auth: {none: true}\n    adaptive_concurrency: sometimes", 1)
 		}, nil, []string{"line 7: cannot use the text `sometimes` as true or false"}},

@@ -11,7 +11,6 @@ import (
 	"reflect"
 	"strings"
 	"testing"
-	"time"
 )
 
 var update = flag.Bool("update", false, "rewrite the configuration reference in ../docs/configuration.md")
@@ -252,17 +251,4 @@ func formatDefault(v reflect.Value) string {
 		return fmt.Sprintf("`%d`", v.Int())
 	}
 	return ""
-}
-
-// shortDuration writes 720h rather than 720h0m0s.
-func shortDuration(d time.Duration) string {
-	switch {
-	case d != 0 && d%time.Hour == 0:
-		return fmt.Sprintf("%dh", d/time.Hour)
-	case d != 0 && d%time.Minute == 0:
-		return fmt.Sprintf("%dm", d/time.Minute)
-	case d != 0 && d%time.Second == 0:
-		return fmt.Sprintf("%ds", d/time.Second)
-	}
-	return d.String()
 }

@@ -71,6 +71,13 @@ func (c *Config) validate() problems {
 	if c.EventRetention.D() < 1e9*60 {
 		p.add("event_retention", "%s is too short: use at least 1m", c.EventRetention.D())
 	}
+	// Expiring a dead letter removes its event, and a key whose event is
+	// gone is accepted again: the dedupe window is event_retention only if
+	// dead letters are kept at least as long.
+	if !c.DeadLetterRetention.Forever() && c.DeadLetterRetention.D() < c.EventRetention.D() {
+		p.add("dead_letter_retention", "%s is shorter than event_retention (%s): an expired dead letter's key would be accepted again before event_retention, the deduplication window; set dead_letter_retention to at least %s, or forever",
+			shortDuration(c.DeadLetterRetention.D()), shortDuration(c.EventRetention.D()), shortDuration(c.EventRetention.D()))
+	}
 	if iv := c.EventPartitionInterval.D(); iv < time.Hour || (24*time.Hour%iv != 0 && iv%(24*time.Hour) != 0) {
 		p.add("event_partition_interval", "%s does not fit: use whole hours that divide a day (1h, 2h, 3h, 4h, 6h, 8h, 12h, 24h) or whole days (48h, 168h)", iv)
 	}

@@ -9,9 +9,10 @@ import (
 
 // TestKillServeWhileClientsPost SIGKILLs `outbox serve` while 24 clients
 // post and deliveries are in flight, restarts it, and checks that every
-// acknowledged event was delivered. The only duplicates allowed are
-// deliveries the target answered just before the kill, before the process
-// could record them: at most the route's concurrency.
+// acknowledged event was delivered. The only duplicates allowed are the
+// documented bound: deliveries the killed replica had sent and not yet
+// recorded, at most the route's concurrency, since a delivery holds its
+// slot until its outcome is recorded.
 func TestKillServeWhileClientsPost(t *testing.T) {
 	suite(t)
 	const concurrency = 8
@@ -54,12 +55,12 @@ func TestKillServeWhileClientsPost(t *testing.T) {
 		}
 	}
 	l.checkContract(t)
-	extra, dupKeys := tg.duplicates()
+	extra, late, dupKeys := tg.duplicatesBeyond(t, p, "hooks")
 	figure(t, "%d events acknowledged (%d before the SIGKILL), %d sender connection errors while it was down",
 		len(keys), ackedAtKill, l.netErrors)
-	figure(t, "duplicate deliveries after SIGKILL: %d (keys %v)", extra, dupKeys)
+	figure(t, "duplicate deliveries after SIGKILL: %d of at most %d (keys %v); %d more whose 2xx came after target.timeout", extra, concurrency, dupKeys, late)
 	figure(t, "restart to drained: %s", round(drainedAt.Sub(restartedAt)))
 	if extra > concurrency {
-		t.Errorf("the target got %d duplicate deliveries; only the %d deliveries in flight at the kill may be repeated", extra, concurrency)
+		t.Errorf("the target got %d duplicate deliveries (keys %v); %s", extra, dupKeys, crashBound(concurrency, 1))
 	}
 }

@@ -223,10 +223,13 @@ type retryBody struct {
 	Until  string  `json:"until"`
 	Error  string  `json:"error"`
 	DryRun bool    `json:"dry_run"`
+	// Resume continues an interrupted retry by filter from its next_cursor.
+	Resume string `json:"resume"`
 }
 
 // POST /admin/v1/dead-letters/retry with {"job_ids": [...]} or a filter
-// {"route", "since", "until", "error"}, and "dry_run".
+// {"route", "since", "until", "error"}, and "dry_run"; or {"resume":
+// next_cursor} to finish an interrupted retry by filter.
 func (a *adminAPI) retryDeadLetters(w http.ResponseWriter, r *http.Request) {
 	if !requireJSON(w, r) {
 		return
@@ -236,9 +239,13 @@ func (a *adminAPI) retryDeadLetters(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	req := admin.RetryRequest{DryRun: body.DryRun}
+	req := admin.RetryRequest{DryRun: body.DryRun, Resume: body.Resume}
 	byFilter := body.Route != "" || body.Since != "" || body.Until != "" || body.Error != ""
 	switch {
+	case body.Resume != "" && (len(body.JobIDs) > 0 || byFilter):
+		writeError(w, errorf(http.StatusBadRequest, "send resume alone: the cursor holds the filter"))
+		return
+	case body.Resume != "":
 	case len(body.JobIDs) > 0 && byFilter:
 		writeError(w, errorf(http.StatusBadRequest, "send job_ids or a filter (route, since, until, error), not both"))
 		return
@@ -271,9 +278,14 @@ type replayBody struct {
 	Since  string `json:"since"`
 	Until  string `json:"until"`
 	DryRun bool   `json:"dry_run"`
+	// ReplayID names the replay; the same request again resumes it.
+	ReplayID string `json:"replay_id"`
+	// Resume continues the replay a next_cursor names.
+	Resume string `json:"resume"`
 }
 
-// POST /admin/v1/events/replay with {"route", "since", "until", "dry_run"}.
+// POST /admin/v1/events/replay with {"route", "since", "until", "dry_run"},
+// and optionally "replay_id"; or {"resume": next_cursor} to continue one.
 func (a *adminAPI) replay(w http.ResponseWriter, r *http.Request) {
 	if !requireJSON(w, r) {
 		return
@@ -283,8 +295,8 @@ func (a *adminAPI) replay(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	if body.Route == "" || body.Since == "" {
-		writeError(w, errorf(http.StatusBadRequest, `replay needs "route" and "since"`))
+	if body.Resume == "" && (body.Route == "" || body.Since == "") {
+		writeError(w, errorf(http.StatusBadRequest, `replay needs "route" and "since" (or "resume" with a next_cursor)`))
 		return
 	}
 	now := a.now()
@@ -298,12 +310,13 @@ func (a *adminAPI) replay(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	res, err := a.admin.Replay(r.Context(), admin.ReplayRequest{Route: body.Route, Since: since, Until: until, DryRun: body.DryRun})
+	res, err := a.admin.Replay(r.Context(), admin.ReplayRequest{Route: body.Route, Since: since, Until: until, DryRun: body.DryRun, ReplayID: body.ReplayID, Resume: body.Resume})
 	if err != nil {
 		a.fail(w, r, err)
 		return
 	}
-	a.logger.Info("events replayed", "route", body.Route, "matched", res.Matched, "replayed", res.Replayed, "revived", res.Revived, "dry_run", res.DryRun)
+	a.logger.Info("events replayed", "replay_id", res.ReplayID, "route", res.Route, "matched", res.Matched, "already_replayed", res.AlreadyReplayed,
+		"replayed", res.Replayed, "revived", res.Revived, "dry_run", res.DryRun)
 	writeJSON(w, http.StatusOK, res)
 }
 

@@ -386,6 +386,18 @@ func TestAdminReplayRoutesAndPause(t *testing.T) {
 	if status, _, raw := b.do(t, bearer, "POST", "/admin/v1/events/replay", map[string]any{"route": "genesys"}); status != 400 {
 		t.Errorf("replay without since: %d %s", status, raw)
 	}
+	// The replay is named; resumed by its id it has nothing left to do.
+	first := decode[admin.ReplayResult](t, raw)
+	status, _, raw = b.do(t, bearer, "POST", "/admin/v1/events/replay", map[string]any{"resume": first.ReplayID})
+	if res := decode[admin.ReplayResult](t, raw); status != 200 || first.ReplayID == "" || res.ReplayID != first.ReplayID || res.AlreadyReplayed != 3 || res.Revived+res.Replayed != 0 {
+		t.Errorf("replay resumed: %d %s", status, raw)
+	}
+	if status, _, raw := b.do(t, bearer, "POST", "/admin/v1/events/replay", map[string]any{"resume": "no-such-replay"}); status != 404 {
+		t.Errorf("replay resumed with an unknown cursor: %d %s", status, raw)
+	}
+	if status, _, raw := b.do(t, bearer, "POST", "/admin/v1/dead-letters/retry", map[string]any{"resume": "bogus"}); status != 400 || !strings.Contains(string(raw), "not a retry cursor") {
+		t.Errorf("retry resumed with a bad cursor: %d %s", status, raw)
+	}
 
 	// Pause works before the route's queue has ever run.
 	if status, _, raw := b.do(t, bearer, "POST", "/admin/v1/routes/open/pause", nil); status != 200 || !strings.Contains(string(raw), `"paused":true`) {

@@ -28,27 +28,3 @@ func TestBackoffDoublesWithinJitterAndCap(t *testing.T) {
 		}
 	}
 }
-
-func TestParseRetryAfter(t *testing.T) {
-	t.Parallel()
-	now := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
-	cases := []struct {
-		in   string
-		want time.Duration
-		ok   bool
-	}{
-		{"30", 30 * time.Second, true},
-		{" 0 ", 0, true},
-		{"Sat, 28 Nov 2026 12:01:00 GMT", time.Minute, true},
-		{"Sat, 28 Nov 2026 11:00:00 GMT", 0, true}, // in the past: now
-		{"-5", 0, false},
-		{"soon", 0, false},
-		{"", 0, false},
-	}
-	for _, c := range cases {
-		got, ok := parseRetryAfter(c.in, now)
-		if got != c.want || ok != c.ok {
-			t.Errorf("parseRetryAfter(%q) = %s %v, want %s %v", c.in, got, ok, c.want, c.ok)
-		}
-	}
-}

@@ -59,6 +59,10 @@ type Outcome struct {
 	// dead-letter view, for example "target answered 503 Service
 	// Unavailable after 212ms: database is down".
 	Message string
+	// CutOff: no answer came because this replica ended the request (a
+	// shutdown, or the delivery job's own deadline) before target.timeout.
+	// It is not the target's failure, and the circuit breaker ignores it.
+	CutOff bool
 }
 
 // maxErrorBody is how much of a failing answer's body goes into the error.
@@ -210,22 +214,42 @@ func bodySnippet(text string, cut bool) string {
 	return s
 }
 
-// parseRetryAfter reads Retry-After as delay-seconds or an HTTP-date.
+// maxRetryAfter caps a Retry-After: a target's "come back in a century"
+// means "a very long time", and the caller caps it again at max_backoff
+// and the event's give_up_after deadline.
+const maxRetryAfter = 365 * 24 * time.Hour
+
+// parseRetryAfter reads Retry-After as delay-seconds or an HTTP-date. A
+// number of seconds too large for any clock is as long as maxRetryAfter,
+// not absent: the target asked for a long wait, and a retry storm is what
+// it asked not to get.
 func parseRetryAfter(v string, now time.Time) (time.Duration, bool) {
 	v = strings.TrimSpace(v)
 	if v == "" {
 		return 0, false
 	}
-	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
-		if secs < 0 {
-			return 0, false
+	if isDigits(v) {
+		secs, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || secs > int64(maxRetryAfter/time.Second) {
+			return maxRetryAfter, true // out of range: only digits, so too large
 		}
-		return time.Duration(min(secs, int64(365*24*time.Hour/time.Second))) * time.Second, true
+		return time.Duration(secs) * time.Second, true
 	}
 	if t, err := http.ParseTime(v); err == nil {
-		return max(t.Sub(now), 0), true
+		return min(max(t.Sub(now), 0), maxRetryAfter), true
 	}
 	return 0, false
+}
+
+// isDigits reports whether s is all ASCII digits: delay-seconds has no
+// sign, no fraction and no exponent (RFC 9110, section 10.2.3).
+func isDigits(s string) bool {
+	for i := range len(s) {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return s != ""
 }
 
 // classifyError classifies an attempt that got no answer.
@@ -237,7 +261,7 @@ func classifyError(err error, target *url.URL, timeout, elapsed time.Duration) O
 	var unknownAuthority x509.UnknownAuthorityError
 	var hostnameErr x509.HostnameError
 	switch {
-	case errors.Is(err, context.DeadlineExceeded) || isTimeout(err):
+	case errors.Is(err, errTargetTimeout) || errors.Is(err, context.DeadlineExceeded) || isTimeout(err):
 		o.Message = fmt.Sprintf("no answer within %s", timeout)
 	case errors.As(err, &dnsErr):
 		o.Message = fmt.Sprintf("cannot resolve host %s: %s", target.Hostname(), dnsErrText(dnsErr))

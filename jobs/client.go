@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"cmp"
 	"fmt"
 	"log/slog"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/rivertype"
 
+	outbox "github.com/webhook-outbox/webhook-outbox"
 	"github.com/webhook-outbox/webhook-outbox/config"
 	"github.com/webhook-outbox/webhook-outbox/store"
 )
@@ -28,7 +30,18 @@ const (
 	// killed replica's deliveries resume within about a minute plus that
 	// timeout.
 	rescueMargin = 30 * time.Second
+	// rescueSafety is how long before the rescuer could take it a delivery
+	// job gives up its run (Deliverer.Timeout): River's leader and this
+	// replica read different clocks.
+	rescueSafety = 10 * time.Second
 )
+
+// RescueAfter is River's RescueStuckJobsAfter for cfg: the longest target
+// timeout plus rescueMargin. A running job older than this is taken to be a
+// crashed replica's, and is run again.
+func RescueAfter(cfg *config.Config) time.Duration {
+	return cfg.MaxTargetTimeout() + rescueMargin
+}
 
 // ClientOptions are what the River client needs besides the config.
 type ClientOptions struct {
@@ -49,6 +62,13 @@ type ClientOptions struct {
 	// caller can show their state; otherwise the client makes its own. They
 	// must come from NewBreakers with the same config.
 	Breakers *Breakers
+	// MaintenanceInterval is how often retention runs; MaintenanceInterval
+	// when 0. Only the fault suite changes it (OUTBOX_TEST_MAINTENANCE_INTERVAL).
+	MaintenanceInterval time.Duration
+
+	// jobTimeout, when set and positive, replaces a delivery's own
+	// timeout; tests set it (export_test.go) to stage a job that times out.
+	jobTimeout func(*river.Job[outbox.DeliverArgs]) time.Duration
 }
 
 // NewClient returns the River client that runs deliveries: one queue per
@@ -64,6 +84,7 @@ func NewClient(pool *pgxpool.Pool, st *store.Store, cfg *config.Config, opts Cli
 		deliverer.breakers = opts.Breakers
 	}
 	deliverer.pressure = opts.IntakePressure
+	deliverer.jobTimeout = opts.jobTimeout
 	deliverer.completer = opts.Completer
 	if deliverer.completer == nil {
 		deliverer.completer = NewCompleter(st)
@@ -84,7 +105,7 @@ func NewClient(pool *pgxpool.Pool, st *store.Store, cfg *config.Config, opts Cli
 	if err := river.AddWorkerSafely(workers, &OrderingChecker{store: st, logger: opts.Logger.With("component", "ordering")}); err != nil {
 		return nil, fmt.Errorf("error registering ordering check worker: %w", err)
 	}
-	periodic := []*river.PeriodicJob{maintenancePeriodicJob()}
+	periodic := []*river.PeriodicJob{maintenancePeriodicJob(cmp.Or(opts.MaintenanceInterval, MaintenanceInterval))}
 	if hasOrdering(cfg) {
 		periodic = append(periodic, orderingCheckPeriodicJob())
 	}
@@ -109,7 +130,7 @@ func NewClient(pool *pgxpool.Pool, st *store.Store, cfg *config.Config, opts Cli
 		FetchPollInterval: FetchPollInterval,
 		// Every delivery sets its own timeout (Deliverer.Timeout).
 		JobTimeout:           -1,
-		RescueStuckJobsAfter: cfg.MaxTargetTimeout() + rescueMargin,
+		RescueStuckJobsAfter: RescueAfter(cfg),
 		// A dead letter is a discarded (attempts exhausted) or cancelled
 		// (permanent failure) job. River's defaults delete them after 7
 		// days and 1 day, leaving their events behind. River keeps them

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
 	"golang.org/x/time/rate"
 
 	outbox "github.com/webhook-outbox/webhook-outbox"
@@ -48,6 +50,11 @@ type Deliverer struct {
 	logger    *slog.Logger
 	now       func() time.Time
 	breakers  *Breakers
+	// rescueAfter is River's RescueStuckJobsAfter (RescueAfter).
+	rescueAfter time.Duration
+	// jobTimeout, when set, replaces Timeout's answer where it is positive
+	// (tests).
+	jobTimeout func(*river.Job[outbox.DeliverArgs]) time.Duration
 }
 
 type route struct {
@@ -78,12 +85,13 @@ func NewDeliverer(st *store.Store, cfg *config.Config, logger *slog.Logger) (*De
 			signer: newSigner(rc.Target.SigningKeys()), slots: newSlots(rc.Concurrency)}
 	}
 	return &Deliverer{
-		store:    st,
-		routes:   routes,
-		client:   newHTTPClient(),
-		logger:   logger,
-		now:      time.Now,
-		breakers: NewBreakers(cfg, logger),
+		store:       st,
+		routes:      routes,
+		client:      newHTTPClient(),
+		logger:      logger,
+		now:         time.Now,
+		breakers:    NewBreakers(cfg, logger),
+		rescueAfter: RescueAfter(cfg),
 	}, nil
 }
 
@@ -106,13 +114,18 @@ func newHTTPClient() *http.Client {
 	}
 }
 
-// Timeout bounds a whole delivery job: the request's own timeout plus time
-// to load the event and record the outcome.
+// Timeout bounds a whole delivery job: loading the event, waiting for a
+// slot and the rate limit, the request (itself cut off at target.timeout),
+// and recording the outcome. It ends rescueSafety before River's rescuer
+// could take the job for a crashed replica's (RescueStuckJobsAfter): a job
+// rescued while it still runs here would be sent twice.
 func (d *Deliverer) Timeout(job *river.Job[outbox.DeliverArgs]) time.Duration {
-	if r := d.routes[job.Args.Route]; r != nil {
-		return slotWait(r.cfg.Target.Timeout.D()) + r.cfg.Target.Timeout.D() + 15*time.Second
+	if d.jobTimeout != nil {
+		if t := d.jobTimeout(job); t > 0 {
+			return t
+		}
 	}
-	return time.Minute
+	return d.rescueAfter - rescueSafety
 }
 
 // NextRetry schedules the next attempt with the route's backoff, never past
@@ -147,7 +160,20 @@ func giveUpAt(job *river.Job[outbox.DeliverArgs], rc *config.Route) time.Time {
 	return deadline
 }
 
-// Work delivers one event.
+// The resumable steps of a delivery (River's ResumableStep): River keeps
+// the last one completed in the job's metadata when a run ends in an error
+// or a snooze, and the next run skips it.
+const (
+	stepSend   = "send"
+	stepRecord = "record"
+)
+
+// Work delivers one event in two steps: send it, then record the target's
+// 2xx. The route's slot is held from the request until the outcome is
+// recorded, so at most `concurrency` deliveries per replica are ever sent
+// and not yet recorded: the most a crash can make the target see twice.
+// When the database cannot record a 2xx before the job's deadline, the job
+// is snoozed with the send step done, and its next run only records it.
 func (d *Deliverer) Work(ctx context.Context, job *river.Job[outbox.DeliverArgs]) error {
 	log := d.logger.With("route", job.Args.Route, "key", job.Args.Key, "job_id", job.ID, "attempt", job.Attempt, "event_id", job.Args.EventID, "request_id", requestID(job))
 	r := d.routes[job.Args.Route]
@@ -155,84 +181,238 @@ func (d *Deliverer) Work(ctx context.Context, job *river.Job[outbox.DeliverArgs]
 		log.Error("route is not configured; cancelling delivery")
 		return river.JobCancel(fmt.Errorf("route %s is not configured on the replica that ran this job: add the route back, then retry the dead letter", job.Args.Route))
 	}
-	d.yieldToIntake(ctx)
-	// The slot comes first, so that no more than `concurrency` deliveries
-	// hold the circuit breaker's permits: its bound on requests to a target
-	// that starts failing counts on it.
-	if !r.slots.acquire(ctx, slotWait(r.cfg.Target.Timeout.D())) {
-		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("delivery interrupted while waiting for a slot: %w", err)
-		}
-		// Every slot is busy with this route's slow target: come back
-		// later without using an attempt, and free the worker meanwhile.
-		return river.JobSnooze(busySnooze())
-	}
-	slotHeld := true
-	releaseSlot := func() {
-		if slotHeld {
-			slotHeld = false
+	var holdsSlot bool
+	defer func() {
+		if holdsSlot {
 			r.slots.release()
 		}
+	}()
+	var result error
+	sent := false
+	river.ResumableStep(ctx, stepSend, nil, func(ctx context.Context) error {
+		sent = true
+		log, result = d.send(ctx, log, job, r, &holdsSlot)
+		return result
+	})
+	if result != nil {
+		return result
 	}
-	defer releaseSlot()
-	p, err := d.admit(ctx, log, job, r)
-	if err != nil {
-		return err
+	if !sent {
+		log = log.With("outcome", Delivered.String())
+		log.Info("recording a delivery the target acknowledged in an earlier run that could not record it; not sending it again")
 	}
-	defer p.release() // when no request was sent
+	river.ResumableStep(ctx, stepRecord, nil, func(ctx context.Context) error {
+		result = d.record(ctx, log, job)
+		return result
+	})
+	return result
+}
+
+// send loads the event, takes a slot (left held in *holdsSlot for the
+// record step) and the circuit breaker's permit, sends the request, and
+// turns the answer into the job's result: nil for a 2xx only. It returns
+// log with the attempt's outcome added.
+func (d *Deliverer) send(ctx context.Context, log *slog.Logger, job *river.Job[outbox.DeliverArgs], r *route, holdsSlot *bool) (*slog.Logger, error) {
+	d.yieldToIntake(ctx)
 	ev, err := d.store.EventForDelivery(ctx, job.Args.EventID, job.Args.ReceivedAt)
 	if outbox.ErrorCode(err) == outbox.ENOTFOUND {
 		log.Error("event is no longer stored; cancelling delivery")
-		return river.JobCancel(fmt.Errorf("event %d is no longer stored, so there is nothing to deliver", job.Args.EventID))
+		return log, river.JobCancel(fmt.Errorf("event %d is no longer stored, so there is nothing to deliver", job.Args.EventID))
 	}
 	if err != nil {
+		if ctx.Err() != nil {
+			return log, d.cutOff(ctx, log, job, r, "loading the event", nil)
+		}
 		log.Warn("cannot load event; will retry", "error", err)
-		return fmt.Errorf("cannot load the event from the database: %w", err)
+		return log, fmt.Errorf("cannot load the event from the database: %w", err)
 	}
+	// The slot comes before the circuit breaker's permit, so that no more
+	// than `concurrency` deliveries hold its permits: its bound on requests
+	// to a target that starts failing counts on it.
+	if !r.slots.acquire(ctx, slotWait(r.cfg.Target.Timeout.D())) {
+		if ctx.Err() != nil {
+			return log, d.cutOff(ctx, log, job, r, "waiting for a delivery slot", nil)
+		}
+		// Every slot is busy with this route's slow target: come back
+		// later without using an attempt, and free the worker meanwhile.
+		return log, river.JobSnooze(busySnooze())
+	}
+	*holdsSlot = true
+	p, err := d.admit(ctx, log, job, r)
+	if err != nil {
+		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+			return log, d.cutOff(ctx, log, job, r, "waiting for the route's rate limit", nil)
+		}
+		return log, err
+	}
+	defer p.release() // when no request was sent
 
 	out := d.attempt(ctx, r, ev, job.Attempt)
-	releaseSlot() // recording the outcome needs no slot
-	p.record(out.Verdict, out.Message, d.now())
+	if out.CutOff {
+		// Cut off by this replica (a shutdown, the job's deadline), not
+		// by the target: it says nothing about the target's health.
+		p.release()
+	} else {
+		p.record(out.Verdict, out.Message, d.now())
+	}
 	log = log.With("outcome", out.Verdict.String(), "status", out.Status)
 
 	deadline := giveUpAt(job, r.cfg)
 	now := d.now()
-	switch out.Verdict {
-	case Delivered:
-		// The target has it: record that even if a shutdown is cancelling
-		// ctx, or the event would be delivered again after the restart.
-		recordCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
-		if err := d.completer.Complete(recordCtx, job); err != nil {
-			// The target has the event but the database does not know yet.
-			// Returning an error retries it: at-least-once, never lost.
-			log.Error("delivered, but recording it failed; it will be delivered again", "error", err)
-			return fmt.Errorf("delivered, but recording the delivery failed: %w", err)
-		}
-		log.Info("delivered")
-		return nil
-	case Permanent:
+	switch {
+	case out.Verdict == Delivered:
+		return log, nil
+	case out.CutOff:
+		return log, d.cutOff(ctx, log, job, r, "waiting for the target's answer", &out)
+	case out.Verdict == Permanent:
 		log.Warn("permanent failure; cancelled", "error", out.Message)
-		return river.JobCancel(errors.New(out.Message))
-	}
-	if err := ctx.Err(); err != nil {
-		// A shutdown cut the attempt off. Wrapping the context's error lets
-		// River put the job back without using the attempt.
-		log.Info("delivery interrupted by shutdown; it will be retried", "error", out.Message)
-		return fmt.Errorf("delivery interrupted (%s): %w", out.Message, err)
-	}
-	if !now.Before(deadline) {
+		return log, river.JobCancel(errors.New(out.Message))
+	case stoppedBy(ctx) == stopShutdown:
+		// The target answered, but a shutdown is under way: put the job
+		// back without using the attempt, as for a cut-off request.
+		return log, d.cutOff(ctx, log, job, r, "handling the target's answer", &out)
+	case !now.Before(deadline):
 		msg := fmt.Sprintf("gave up: not delivered within give_up_after (%s); last attempt: %s", r.cfg.Retry.GiveUpAfter.D(), out.Message)
 		log.Warn("delivery deadline passed; cancelled", "error", out.Message)
-		return river.JobCancel(errors.New(msg))
-	}
-	if out.Verdict == Snooze {
+		return log, river.JobCancel(errors.New(msg))
+	case out.Verdict == Snooze:
 		wait := max(min(out.RetryAfter, r.cfg.Retry.MaxBackoff.D(), deadline.Sub(now)), minSnooze)
 		log.Info("target asked to wait; snoozing without using an attempt", "snooze", wait.String(), "error", out.Message)
-		return river.JobSnooze(wait)
+		return log, river.JobSnooze(wait)
 	}
 	log.Warn("delivery failed; will retry", "error", out.Message)
-	return errors.New(out.Message)
+	return log, errors.New(out.Message)
+}
+
+// stopCause is why a delivery's context ended.
+type stopCause int
+
+const (
+	stopNone stopCause = iota
+	// stopShutdown: River's StopAndCancel, at the end of a shutdown.
+	stopShutdown
+	// stopTimeout: the job's own deadline (Deliverer.Timeout).
+	stopTimeout
+	// stopCancelled: the job was cancelled from River UI or the API.
+	stopCancelled
+)
+
+func stoppedBy(ctx context.Context) stopCause {
+	switch {
+	case ctx.Err() == nil:
+		return stopNone
+	case errors.Is(context.Cause(ctx), rivertype.ErrJobCancelledRemotely):
+		return stopCancelled
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return stopTimeout
+	}
+	return stopShutdown
+}
+
+// cutOff is the result of a delivery stopped by this replica while it was
+// at phase. out is the attempt's outcome once a request was sent, nil
+// before. None of these counts as a failure of the target.
+func (d *Deliverer) cutOff(ctx context.Context, log *slog.Logger, job *river.Job[outbox.DeliverArgs], r *route, phase string, out *Outcome) error {
+	switch stoppedBy(ctx) {
+	case stopCancelled:
+		log.Info("delivery cancelled from River UI or the API while " + phase)
+		return fmt.Errorf("delivery cancelled while %s: %w", phase, context.Cause(ctx))
+	case stopTimeout:
+		limit := d.Timeout(job)
+		if out != nil {
+			// The target had less than target.timeout: retry, using the
+			// attempt, since it may have acted on the request.
+			log.Warn("delivery timed out: the job's deadline passed while "+phase+", before target.timeout; will retry",
+				"job_timeout", limit.String(), "error", out.Message)
+			return fmt.Errorf("delivery timed out: the delivery job's %s deadline passed while %s, before target.timeout (%s); not counted against the target",
+				limit, phase, r.cfg.Target.Timeout.D())
+		}
+		if deadline := giveUpAt(job, r.cfg); !d.now().Before(deadline) {
+			log.Warn("delivery deadline passed; cancelled", "error", "the delivery job timed out while "+phase)
+			return river.JobCancel(fmt.Errorf("gave up: not delivered within give_up_after (%s); the last attempt timed out (job deadline %s) while %s, before anything was sent",
+				r.cfg.Retry.GiveUpAfter.D(), limit, phase))
+		}
+		log.Warn("delivery timed out before anything was sent, while "+phase+"; will retry without using an attempt", "job_timeout", limit.String())
+		return river.JobSnooze(busySnooze())
+	}
+	// A shutdown. Wrapping the context's error lets River put the job back
+	// without using the attempt.
+	msg := "nothing was sent"
+	if out != nil {
+		msg = out.Message
+	}
+	log.Info("delivery interrupted by shutdown while "+phase+"; it will be retried without using an attempt", "error", msg)
+	return fmt.Errorf("delivery interrupted by shutdown while %s (%s): %w", phase, msg, ctx.Err())
+}
+
+// waitToRecord waits d before the next try at recording, and reports
+// false if the tries must end first: a shutdown or a cancellation of the
+// job (ctx), or recordCtx's deadline. The job's own deadline does not end
+// them; recordCtx carries the one that counts.
+func waitToRecord(ctx, recordCtx context.Context, wait time.Duration) bool {
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	stop := ctx.Done()
+	for {
+		select {
+		case <-t.C:
+			return true
+		case <-recordCtx.Done():
+			return false
+		case <-stop:
+			if stoppedBy(ctx) != stopTimeout {
+				return false
+			}
+			stop = nil
+		}
+	}
+}
+
+// minRecordTime is the least time recording a 2xx gets, even when the
+// job's deadline is nearer.
+const minRecordTime = 5 * time.Second
+
+// recordSnooze is how long a delivery whose 2xx could not be recorded
+// waits before its next run tries again (without sending).
+func recordSnooze() time.Duration { return 5*time.Second + rand.N(time.Second) }
+
+// record records a delivery the target acknowledged. Whatever stops it (a
+// row another transaction holds, a lost connection, a deadlock, Postgres
+// restarting) is retried with backoff until the job's deadline, which ends
+// before River's rescuer could hand the job to another worker. A shutdown
+// does not cut the first try short. If the delivery still is not recorded,
+// the job is snoozed: River keeps the send step as done, and the next run
+// records the delivery without sending it again.
+func (d *Deliverer) record(ctx context.Context, log *slog.Logger, job *river.Job[outbox.DeliverArgs]) error {
+	deadline, ok := ctx.Deadline()
+	if !ok || time.Until(deadline) < minRecordTime {
+		deadline = time.Now().Add(minRecordTime)
+	}
+	recordCtx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
+	defer cancel()
+	wait := 20 * time.Millisecond
+	for tries := 1; ; tries++ {
+		err := d.completer.Complete(recordCtx, job)
+		if err == nil {
+			if tries > 1 {
+				log.Info("delivered; recorded after retrying", "tries", tries)
+			} else {
+				log.Info("delivered")
+			}
+			return nil
+		}
+		if tries == 1 {
+			log.Warn("delivered, but recording it failed; retrying", "error", err)
+		}
+		sleep := wait/2 + rand.N(wait)
+		wait = min(2*wait, time.Second)
+		giveUp := time.Now().Add(sleep).After(deadline) || !waitToRecord(ctx, recordCtx, sleep)
+		if giveUp {
+			log.Error("delivered, but the database did not record it; the job will record it later without sending it again",
+				"error", err, "tries", tries)
+			return river.JobSnooze(recordSnooze())
+		}
+	}
 }
 
 // maxYield bounds how long one delivery gives way to intake.
@@ -255,13 +435,16 @@ func (d *Deliverer) yieldToIntake(ctx context.Context) {
 	}
 }
 
+// errTargetTimeout is the cause of a request cut off at target.timeout.
+var errTargetTimeout = errors.New("target.timeout reached")
+
 // attempt sends one delivery request and classifies what came back.
 func (d *Deliverer) attempt(ctx context.Context, r *route, ev *store.DeliveryEvent, attempt int) Outcome {
 	timeout := r.cfg.Target.Timeout.D()
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+	reqCtx, cancel := context.WithTimeoutCause(ctx, timeout, errTargetTimeout)
 	defer cancel()
 
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.cfg.Target.URL, bytes.NewReader(ev.Body))
+	req, err := http.NewRequestWithContext(reqCtx, http.MethodPost, r.cfg.Target.URL, bytes.NewReader(ev.Body))
 	if err != nil {
 		return Outcome{Verdict: Permanent, Message: fmt.Sprintf("cannot build the request: %v", err)}
 	}
@@ -275,7 +458,11 @@ func (d *Deliverer) attempt(ctx context.Context, r *route, ev *store.DeliveryEve
 	resp, err := d.client.Do(req)
 	elapsed := d.now().Sub(start)
 	if err != nil {
-		return classifyError(err, r.target, timeout, elapsed)
+		out := classifyError(err, r.target, timeout, elapsed)
+		// Without an answer, and not at target.timeout: this replica cut
+		// the request off (a shutdown, the job's deadline).
+		out.CutOff = ctx.Err() != nil && !errors.Is(context.Cause(reqCtx), errTargetTimeout)
+		return out
 	}
 	defer resp.Body.Close()
 	head := make([]byte, maxErrorBody)

@@ -38,7 +38,12 @@ func (MaintenanceArgs) InsertOpts() river.InsertOpts {
 }
 
 // Maintainer is the River worker that enforces retention (store.Maintain).
-// River's leader enqueues it periodically, so one replica runs it at a time.
+// River's leader enqueues it periodically, and at most one job waits or runs.
+// That alone does not make runs exclusive: River's rescuer gives a job that
+// runs longer than RescueStuckJobsAfter (the longest target timeout plus
+// 30 s) to another replica while it still runs. store.Maintain therefore
+// takes an advisory lock for its whole run, and a second run finds it held
+// and completes at once without doing anything.
 type Maintainer struct {
 	river.WorkerDefaults[MaintenanceArgs]
 	store  *store.Store
@@ -46,7 +51,8 @@ type Maintainer struct {
 	logger *slog.Logger
 }
 
-// Timeout allows a long first run after an upgrade or an outage.
+// Timeout allows a long first run after an upgrade or an outage. A run
+// cut off by it loses nothing: the next one finishes what it left.
 func (m *Maintainer) Timeout(*river.Job[MaintenanceArgs]) time.Duration { return time.Hour }
 
 // Work runs retention once.
@@ -55,8 +61,8 @@ func (m *Maintainer) Work(ctx context.Context, _ *river.Job[MaintenanceArgs]) er
 	return err
 }
 
-func maintenancePeriodicJob() *river.PeriodicJob {
-	return river.NewPeriodicJob(river.PeriodicInterval(MaintenanceInterval),
+func maintenancePeriodicJob(interval time.Duration) *river.PeriodicJob {
+	return river.NewPeriodicJob(river.PeriodicInterval(interval),
 		func() (river.JobArgs, *river.InsertOpts) { return MaintenanceArgs{}, nil },
 		&river.PeriodicJobOpts{ID: "outbox_maintenance", RunOnStart: true})
 }

@@ -7,11 +7,14 @@ import (
 )
 
 // WorkersPerSlot is how many River workers a route runs for each of its
-// `concurrency` delivery slots. A delivery spends most of its time on the
-// database (loading the event, the shared commit that records it), not on
-// the target; extra workers keep the slots busy while others wait on
-// Postgres. The target still never sees more than `concurrency` requests
-// from one replica at once: the slots guard the HTTP request itself.
+// `concurrency` delivery slots. Extra workers load their events and wait
+// for a slot while others send, so the slots stay busy.
+//
+// A slot is held from the request until its outcome is recorded (or the
+// job gives up recording it). The target so never sees more than
+// `concurrency` requests from one replica at once, and no more than
+// `concurrency` deliveries per replica are ever acknowledged by the target
+// but not yet recorded: the most a crash of that replica can repeat.
 const WorkersPerSlot = 4
 
 // maxSlotWait bounds how long a delivery waits for a slot in its worker

@@ -86,8 +86,21 @@ func (s *Store) ListDeadLetters(ctx context.Context, f outbox.DeadLetterFilter, 
 
 // CountDeadLetters counts the dead letters matching f.
 func (s *Store) CountDeadLetters(ctx context.Context, f outbox.DeadLetterFilter) (int64, error) {
+	return s.countDeadLetters(ctx, f, nil)
+}
+
+// CountDeadLettersAfter counts the dead letters matching f whose job id is
+// above afterJobID: what a resumed bulk retry has left.
+func (s *Store) CountDeadLettersAfter(ctx context.Context, f outbox.DeadLetterFilter, afterJobID int64) (int64, error) {
+	return s.countDeadLetters(ctx, f, &afterJobID)
+}
+
+func (s *Store) countDeadLetters(ctx context.Context, f outbox.DeadLetterFilter, afterJobID *int64) (int64, error) {
 	p := paramsOf(f)
-	n, err := s.q.CountDeadLetters(ctx, dbsqlc.CountDeadLettersParams{Route: p.route, Since: p.since, Until: p.until, ErrorLike: p.errorLike, PayloadPath: p.payloadPath, PayloadValue: p.payloadValue})
+	n, err := s.q.CountDeadLetters(ctx, dbsqlc.CountDeadLettersParams{
+		Route: p.route, Since: p.since, Until: p.until, ErrorLike: p.errorLike, PayloadPath: p.payloadPath, PayloadValue: p.payloadValue,
+		AfterJobID: afterJobID,
+	})
 	if err != nil {
 		return 0, fmt.Errorf("error counting dead letters: %w", err)
 	}
@@ -149,16 +162,17 @@ func (s *Store) RetryDeadLetterJobs(ctx context.Context, jobIDs []int64, budgets
 	var n int64
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var err error
-		n, err = retryJobs(ctx, s.q.WithTx(tx), jobIDs, budgets)
+		n, err = retryJobs(ctx, s.q.WithTx(tx), jobIDs, budgets, "")
 		return err
 	})
 	return n, err
 }
 
-// retryJobs runs in the caller's transaction. A retried job of an ordered
-// route whose key has another head waits as pending, to go next (the
-// update trigger of migration 000018 decides, under the key's lock).
-func retryJobs(ctx context.Context, q *dbsqlc.Queries, jobIDs []int64, budgets []RetryBudget) (int64, error) {
+// retryJobs retries dead jobs, in the caller's transaction; replayID, if
+// set, tags them as a replay's. A retried job of an ordered route whose key
+// has another head waits as pending, to go next (the update trigger of
+// migration 000018 decides, under the key's lock).
+func retryJobs(ctx context.Context, q *dbsqlc.Queries, jobIDs []int64, budgets []RetryBudget, replayID string) (int64, error) {
 	if len(jobIDs) == 0 {
 		return 0, nil
 	}
@@ -167,7 +181,7 @@ func retryJobs(ctx context.Context, q *dbsqlc.Queries, jobIDs []int64, budgets [
 	if err := q.LockOrderingKeysOfJobs(ctx, jobIDs); err != nil {
 		return 0, fmt.Errorf("error locking ordering keys: %w", err)
 	}
-	params := dbsqlc.RetryDeadLetterJobsParams{JobIds: jobIDs}
+	params := dbsqlc.RetryDeadLetterJobsParams{JobIds: jobIDs, ReplayID: replayID}
 	for _, b := range budgets {
 		params.Routes = append(params.Routes, b.Route)
 		params.MaxAttempts = append(params.MaxAttempts, int32(b.MaxAttempts))

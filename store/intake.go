@@ -67,8 +67,10 @@ func (in *Intake) AcceptBatch(ctx context.Context, evs []*outbox.NewEvent) ([]ou
 	res, err := in.acceptBatch(ctx, evs, params)
 	if isNoPartition(err) {
 		// The maintenance job creates partitions days ahead; if it has not
-		// run, create the one needed now and try again.
-		if perr := in.store.EnsurePartitions(ctx, time.Now(), time.Now().Add(in.store.PartitionInterval)); perr != nil {
+		// run, create the one needed now and try again. Creating one never
+		// waits for readers of events, and waits at most a second for other
+		// DDL on it, so the request still answers within its budget.
+		if _, perr := in.store.ensurePartitions(ctx, time.Now(), time.Now().Add(in.store.PartitionInterval), intakePartitionLockWait); perr != nil {
 			return nil, fmt.Errorf("%w (and creating the partition failed: %w)", err, perr)
 		}
 		res, err = in.acceptBatch(ctx, evs, params)

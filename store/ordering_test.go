@@ -75,11 +75,6 @@ func (b *bundle) wantStates(t *testing.T, conv, want string) {
 	}
 }
 
-func (b *bundle) jobID(t *testing.T, key string) int64 {
-	t.Helper()
-	return b.count(t, `SELECT id FROM river_job WHERE args->>'key' = $1 ORDER BY id DESC LIMIT 1`, key)
-}
-
 // fetch does what River's producer does when it hands a job to a worker.
 func (b *bundle) fetch(t *testing.T, key string) {
 	t.Helper()
@@ -346,11 +341,10 @@ func TestOrderingReplayKeepsOrder(t *testing.T) {
 	b.wantStates(t, "c", "e1:completed e2:completed e3:discarded e4:running")
 
 	w := store.ReplayWindow{Route: "r", Since: since, Until: time.Now().Add(time.Minute)}
-	events, err := b.store.ReplayCandidates(ctx, w, since, 0, 100)
-	if err != nil {
+	if _, err := b.store.StartReplay(ctx, "ordered", w); err != nil {
 		t.Fatal(err)
 	}
-	out, err := b.store.ReplayEvents(ctx, client, "r", 3, events, []store.RetryBudget{{Route: "r", MaxAttempts: 3, GiveUpAfter: time.Hour}})
+	out, err := b.store.ReplayNextBatch(ctx, client, "ordered", 3, []store.RetryBudget{{Route: "r", MaxAttempts: 3, GiveUpAfter: time.Hour}}, 100)
 	if err != nil {
 		t.Fatal(err)
 	}

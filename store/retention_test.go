@@ -9,7 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
 
 	outbox "github.com/webhook-outbox/webhook-outbox"
 	"github.com/webhook-outbox/webhook-outbox/internal/testdb"
@@ -23,6 +25,7 @@ type bundle struct {
 	pool   *pgxpool.Pool
 	store  *store.Store
 	intake *store.Intake
+	client *river.Client[pgx.Tx]
 }
 
 func setup(t *testing.T) *bundle {
@@ -33,7 +36,7 @@ func setup(t *testing.T) *bundle {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &bundle{pool: pool, store: st, intake: store.NewIntake(st, client)}
+	return &bundle{pool: pool, store: st, intake: store.NewIntake(st, client), client: client}
 }
 
 func (b *bundle) exec(t *testing.T, sql string, args ...any) {

@@ -28,6 +28,11 @@ type Store struct {
 	// PartitionInterval is the time span of each events partition
 	// (config event_partition_interval).
 	PartitionInterval time.Duration
+
+	// stepHook, set only by tests (export_test.go), is called as
+	// maintenance starts each step; an error it returns stops the run
+	// there, as a crash would.
+	stepHook func(ctx context.Context, step string) error
 }
 
 // New returns a Store over pool.

@@ -152,6 +152,9 @@ func TestCLICommands(t *testing.T) {
 		{[]string{"dlq", "list", "--since", "yesterday"}, 2, "is not a time"},
 		{[]string{"replay", "--route", "genesys"}, 2, "needs --route R and --since T"},
 		{[]string{"replay", "--route", "nope", "--since", "1h"}, 1, `no route named "nope"`},
+		{[]string{"replay", "--resume", "no-such-replay"}, 1, `no replay "no-such-replay"`},
+		{[]string{"dlq", "retry", "--resume", "x", "--route", "genesys"}, 2, "the cursor holds the filter"},
+		{[]string{"dlq", "retry", "--resume", "x"}, 2, "is not a retry cursor"},
 		{[]string{"routes", "pause"}, 2, "takes one route name"},
 		{[]string{"routes", "pause", "nope"}, 1, `no route named "nope"`},
 	} {
@@ -163,8 +166,8 @@ func TestCLICommands(t *testing.T) {
 }
 
 // TestBulkRetryInterruptedAndRerun retries 10,000 dead letters, interrupts
-// the run halfway, runs it again, and then lets the workers deliver: every
-// event reaches the target exactly once.
+// the run halfway, resumes it with its cursor, and then lets the workers
+// deliver: every event reaches the target exactly once.
 func TestBulkRetryInterruptedAndRerun(t *testing.T) {
 	const n = 10000
 	rec := newRecorder(t)
@@ -187,7 +190,7 @@ func TestBulkRetryInterruptedAndRerun(t *testing.T) {
 			cancel() // Ctrl-C halfway
 		}
 	}})
-	if err == nil || !strings.Contains(err.Error(), "run the same command again") {
+	if err == nil || first.NextCursor == "" || !strings.Contains(err.Error(), "outbox dlq retry --resume "+first.NextCursor) {
 		t.Fatalf("interrupted run: err %v", err)
 	}
 	if first.Retried < n/2 || first.Retried >= n {
@@ -195,8 +198,9 @@ func TestBulkRetryInterruptedAndRerun(t *testing.T) {
 	}
 	t.Logf("first run retried %d of %d before the interrupt", first.Retried, n)
 
-	// The re-run, through the CLI, with progress lines on a non-terminal.
-	code, out, errOut := cli(t, "dlq", "retry", "--route", "genesys", "--config", b.cfgPath)
+	// The rest, resumed through the CLI with the cursor, with progress
+	// lines on a non-terminal.
+	code, out, errOut := cli(t, "dlq", "retry", "--resume", first.NextCursor, "--config", b.cfgPath)
 	if code != 0 || out != fmt.Sprintf("retried %d dead letters\n", n-first.Retried)+sampleLines(out) {
 		t.Fatalf("re-run: exit %d\n%s%s", code, out, errOut)
 	}

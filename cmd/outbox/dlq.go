@@ -201,14 +201,18 @@ func runDLQShow(ctx context.Context, args []string, stdout, stderr io.Writer) er
 func runDLQRetry(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, configPath := newFlagSet("dlq retry", stderr)
 	ff := addFilterFlags(fs)
+	resume := fs.String("resume", "", "retry the rest of an interrupted retry by filter, from the cursor it printed (no other flags needed)")
 	dryRun := fs.Bool("dry-run", false, "print how many would be retried, and a sample, without retrying")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	rest, err := parseFlags(fs, args)
 	if err != nil {
 		return err
 	}
-	req := admin.RetryRequest{DryRun: *dryRun}
+	req := admin.RetryRequest{DryRun: *dryRun, Resume: *resume}
 	switch {
+	case *resume != "" && (len(rest) > 0 || ff.set()):
+		return usagef("dlq retry --resume takes no IDs and no filter flags: the cursor holds the filter")
+	case *resume != "":
 	case len(rest) > 0 && ff.set():
 		return usagef("dlq retry takes IDs or filter flags (--route, --since, --until, --error), not both")
 	case len(rest) > 0:
@@ -258,6 +262,9 @@ func runDLQRetry(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		}
 		for _, n := range res.NotRetried {
 			fmt.Fprintf(stdout, "not retried: %s\n", n)
+		}
+		if res.NextCursor != "" {
+			fmt.Fprintf(stdout, "not finished; retry the rest with: outbox dlq retry --resume %s\n", res.NextCursor)
 		}
 	}
 	if runErr != nil {

@@ -24,7 +24,9 @@ Usage:
   outbox dlq list [--route R] [--since T] [--until T] [--error TEXT] [--limit N] [--json]
   outbox dlq show ID [--json]
   outbox dlq retry ID...|--route R [--since T] [--until T] [--error TEXT] [--dry-run] [--json]
-  outbox replay --route R --since T [--until T] [--dry-run] [--json]
+  outbox dlq retry --resume CURSOR [--json]
+  outbox replay --route R --since T [--until T] [--replay-id ID] [--dry-run] [--json]
+  outbox replay --resume CURSOR [--json]
   outbox routes list [--json] | pause NAME | resume NAME
   outbox ordering blocked --route R [--reason dead_letter|retrying|no_head] [--limit N] [--json]
   outbox ordering release --route R KEY...

@@ -55,12 +55,16 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		riverLevel = "debug"
 	}
 	riverLogger, _ := newLogger(stderr, *logFormat, riverLevel)
+	knobs, err := readTestKnobs(os.Getenv)
+	if err != nil {
+		return err
+	}
 	stopDebug, err := startDebugServer(logger)
 	if err != nil {
 		return err
 	}
 	defer stopDebug()
-	m := &Main{Config: cfg, Logger: logger, RiverLogger: riverLogger.With("component", "river"), Migrate: *migrate}
+	m := &Main{Config: cfg, Logger: logger, RiverLogger: riverLogger.With("component", "river"), Migrate: *migrate, testKnobs: knobs}
 	if err := m.Run(ctx); err != nil {
 		return err
 	}
@@ -139,6 +143,8 @@ type Main struct {
 	stopPauses func()
 	// limits replaces defaultHTTPLimits when set (tests shorten them).
 	limits *httpLimits
+	// testKnobs are the fault suite's settings from the environment.
+	testKnobs testKnobs
 }
 
 // pauseReconcileInterval is how often serve checks that River's queue rows
@@ -174,12 +180,23 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 	st := store.New(m.pool)
 	st.PartitionInterval = cfg.EventPartitionInterval.D()
+	if iv := m.testKnobs.PartitionInterval; iv > 0 {
+		logger.Warn("test-only knob set: events partitions of "+iv.String()+"; never use it outside tests", "env", envTestPartitionInterval)
+		st.PartitionInterval = iv
+	}
+	if iv := m.testKnobs.MaintenanceInterval; iv > 0 {
+		logger.Warn("test-only knob set: retention runs every "+iv.String()+"; never use it outside tests", "env", envTestMaintenanceInterval)
+	}
 	if err := st.CheckSchema(ctx); err != nil {
 		return err
 	}
 	// The maintenance job keeps partitions days ahead; this covers a first
 	// start, or one after maintenance has been stopped for long.
-	if err := st.EnsurePartitions(ctx, time.Now().Add(-st.PartitionInterval), time.Now().Add(store.PartitionLookahead)); err != nil {
+	// Busy means another replica's maintenance is doing DDL right now; it
+	// or this replica's maintenance creates them, and intake on demand.
+	if err := st.EnsurePartitions(ctx, time.Now().Add(-st.PartitionInterval), st.PartitionHorizon(time.Now())); errors.Is(err, store.ErrPartitionsBusy) {
+		logger.Warn("events partitions not created at startup; maintenance will create them", "error", err)
+	} else if err != nil {
 		return err
 	}
 	riverLogger := m.RiverLogger
@@ -202,6 +219,8 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		Metrics:     metrics,
 		Breakers:    m.breakers,
 		Completer:   m.completer,
+		// 0 unless the fault suite set it.
+		MaintenanceInterval: m.testKnobs.MaintenanceInterval,
 		// During a burst, intake comes first; deliveries catch up after.
 		IntakePressure: pressure,
 	})

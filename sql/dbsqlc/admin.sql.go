@@ -10,6 +10,35 @@ import (
 	"time"
 )
 
+const advanceReplay = `-- name: AdvanceReplay :exec
+UPDATE outbox_replays
+SET after_received_at = $1, after_id = $2,
+    replayed = replayed + $3, revived = revived + $4, skipped = skipped + $5,
+    updated_at = now()
+WHERE id = $6
+`
+
+type AdvanceReplayParams struct {
+	AfterReceivedAt time.Time
+	AfterID         int64
+	Replayed        int64
+	Revived         int64
+	Skipped         int64
+	ID              string
+}
+
+func (q *Queries) AdvanceReplay(ctx context.Context, arg AdvanceReplayParams) error {
+	_, err := q.db.Exec(ctx, advanceReplay,
+		arg.AfterReceivedAt,
+		arg.AfterID,
+		arg.Replayed,
+		arg.Revived,
+		arg.Skipped,
+		arg.ID,
+	)
+	return err
+}
+
 const clearRoutePaused = `-- name: ClearRoutePaused :exec
 DELETE FROM route_pauses WHERE route = $1
 `
@@ -38,6 +67,37 @@ func (q *Queries) CountReplay(ctx context.Context, arg CountReplayParams) (int64
 		arg.Since,
 		arg.Until,
 		arg.Key,
+	)
+	var count int64
+	err := row.Scan(&count)
+	return count, err
+}
+
+const countReplayThrough = `-- name: CountReplayThrough :one
+SELECT count(*) FROM events
+WHERE route = $1 AND received_at >= $2 AND received_at < $3
+  AND ($4::text IS NULL OR key = $4)
+  AND (received_at, id) <= ($5::timestamptz, $6::bigint)
+`
+
+type CountReplayThroughParams struct {
+	Route             string
+	Since             time.Time
+	Until             time.Time
+	Key               *string
+	ThroughReceivedAt time.Time
+	ThroughID         int64
+}
+
+// Events of the window a replay has handled: up to its cursor.
+func (q *Queries) CountReplayThrough(ctx context.Context, arg CountReplayThroughParams) (int64, error) {
+	row := q.db.QueryRow(ctx, countReplayThrough,
+		arg.Route,
+		arg.Since,
+		arg.Until,
+		arg.Key,
+		arg.ThroughReceivedAt,
+		arg.ThroughID,
 	)
 	var count int64
 	err := row.Scan(&count)
@@ -94,6 +154,40 @@ type EnsureQueueRowParams struct {
 func (q *Queries) EnsureQueueRow(ctx context.Context, arg EnsureQueueRowParams) error {
 	_, err := q.db.Exec(ctx, ensureQueueRow, arg.Name, arg.PausedAt)
 	return err
+}
+
+const finishReplay = `-- name: FinishReplay :exec
+UPDATE outbox_replays SET finished_at = coalesce(finished_at, now()), updated_at = now() WHERE id = $1
+`
+
+func (q *Queries) FinishReplay(ctx context.Context, id string) error {
+	_, err := q.db.Exec(ctx, finishReplay, id)
+	return err
+}
+
+const getReplay = `-- name: GetReplay :one
+SELECT id, route, since, until, key, after_received_at, after_id, replayed, revived, skipped, created_at, updated_at, finished_at FROM outbox_replays WHERE id = $1
+`
+
+func (q *Queries) GetReplay(ctx context.Context, id string) (OutboxReplay, error) {
+	row := q.db.QueryRow(ctx, getReplay, id)
+	var i OutboxReplay
+	err := row.Scan(
+		&i.ID,
+		&i.Route,
+		&i.Since,
+		&i.Until,
+		&i.Key,
+		&i.AfterReceivedAt,
+		&i.AfterID,
+		&i.Replayed,
+		&i.Revived,
+		&i.Skipped,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+		&i.FinishedAt,
+	)
+	return i, err
 }
 
 const jobsForEvent = `-- name: JobsForEvent :many
@@ -169,6 +263,33 @@ func (q *Queries) ListRoutePauses(ctx context.Context) ([]RoutePause, error) {
 		return nil, err
 	}
 	return items, nil
+}
+
+const lockReplay = `-- name: LockReplay :one
+SELECT id, route, since, until, key, after_received_at, after_id, replayed, revived, skipped, created_at, updated_at, finished_at FROM outbox_replays WHERE id = $1 FOR UPDATE
+`
+
+// Taken by each batch: runs of the same replay go one batch at a time, each
+// after the last event the other handled.
+func (q *Queries) LockReplay(ctx context.Context, id string) (OutboxReplay, error) {
+	row := q.db.QueryRow(ctx, lockReplay, id)
+	var i OutboxReplay
+	err := row.Scan(
+		&i.ID,
+		&i.Route,
+		&i.Since,
+		&i.Until,
+		&i.Key,
+		&i.AfterReceivedAt,
+		&i.AfterID,
+		&i.Replayed,
+		&i.Revived,
+		&i.Skipped,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+		&i.FinishedAt,
+	)
+	return i, err
 }
 
 const openJobsForEvents = `-- name: OpenJobsForEvents :many
@@ -315,5 +436,34 @@ INSERT INTO route_pauses (route) VALUES ($1) ON CONFLICT (route) DO NOTHING
 
 func (q *Queries) SetRoutePaused(ctx context.Context, route string) error {
 	_, err := q.db.Exec(ctx, setRoutePaused, route)
+	return err
+}
+
+const startReplay = `-- name: StartReplay :exec
+INSERT INTO outbox_replays (id, route, since, until, key, after_received_at)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (id) DO NOTHING
+`
+
+type StartReplayParams struct {
+	ID              string
+	Route           string
+	Since           time.Time
+	Until           time.Time
+	Key             *string
+	AfterReceivedAt time.Time
+}
+
+// Records a replay on its first run; a later run of the same id finds the
+// row as it is.
+func (q *Queries) StartReplay(ctx context.Context, arg StartReplayParams) error {
+	_, err := q.db.Exec(ctx, startReplay,
+		arg.ID,
+		arg.Route,
+		arg.Since,
+		arg.Until,
+		arg.Key,
+		arg.AfterReceivedAt,
+	)
 	return err
 }

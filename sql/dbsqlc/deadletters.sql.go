@@ -18,6 +18,7 @@ WHERE ($1::text IS NULL OR route = $1)
   AND ($3::timestamptz IS NULL OR failed_at < $3)
   AND ($4::text IS NULL OR last_error ILIKE $4)
   AND ($5::text[] IS NULL OR payload #>> $5::text[] = $6::text)
+  AND ($7::bigint IS NULL OR job_id > $7)
 `
 
 type CountDeadLettersParams struct {
@@ -27,11 +28,13 @@ type CountDeadLettersParams struct {
 	ErrorLike    *string
 	PayloadPath  []string
 	PayloadValue *string
+	AfterJobID   *int64
 }
 
 // A payload condition parses every matching dead letter's body
 // (outbox_payload): about 3.6 s for 100,000 bodies of 1 KB here. Only the
-// console's "Retry all matching" count asks for one.
+// console's "Retry all matching" count asks for one. after_job_id, when
+// set, counts only those a resumed bulk retry has left.
 func (q *Queries) CountDeadLetters(ctx context.Context, arg CountDeadLettersParams) (int64, error) {
 	row := q.db.QueryRow(ctx, countDeadLetters,
 		arg.Route,
@@ -40,6 +43,7 @@ func (q *Queries) CountDeadLetters(ctx context.Context, arg CountDeadLettersPara
 		arg.ErrorLike,
 		arg.PayloadPath,
 		arg.PayloadValue,
+		arg.AfterJobID,
 	)
 	var count int64
 	err := row.Scan(&count)
@@ -205,13 +209,19 @@ SET state        = 'available',
     max_attempts = r.max_attempts,
     scheduled_at = now(),
     finalized_at = NULL,
-    metadata     = j.metadata || jsonb_build_object(
+    -- River cancels a job whose metadata holds cancel_attempted_at (a
+    -- cancel from River UI or the API) at its next failure; River's own
+    -- JobRetry removes it, and so does this.
+    metadata     = (j.metadata - 'cancel_attempted_at') || jsonb_build_object(
                        'give_up_at', now() + make_interval(secs => r.give_up_after_secs),
                        'retried_at', now())
-FROM (SELECT unnest($2::text[])               AS route,
-             unnest($3::int[])          AS max_attempts,
-             unnest($4::float8[]) AS give_up_after_secs) AS r
-WHERE j.id = ANY($1::bigint[])
+                   -- A replay tags the jobs it revives, as those it inserts.
+                   || CASE WHEN $1::text = '' THEN '{}'::jsonb
+                           ELSE jsonb_build_object('replay_id', $1::text) END
+FROM (SELECT unnest($3::text[])               AS route,
+             unnest($4::int[])          AS max_attempts,
+             unnest($5::float8[]) AS give_up_after_secs) AS r
+WHERE j.id = ANY($2::bigint[])
   AND j.queue = r.route
   AND j.kind = 'deliver'
   AND j.state IN ('discarded', 'cancelled')
@@ -219,6 +229,7 @@ RETURNING j.id
 `
 
 type RetryDeadLetterJobsParams struct {
+	ReplayID        string
 	JobIds          []int64
 	Routes          []string
 	MaxAttempts     []int32
@@ -232,6 +243,7 @@ type RetryDeadLetterJobsParams struct {
 // of the same job a no-op.
 func (q *Queries) RetryDeadLetterJobs(ctx context.Context, arg RetryDeadLetterJobsParams) ([]int64, error) {
 	rows, err := q.db.Query(ctx, retryDeadLetterJobs,
+		arg.ReplayID,
 		arg.JobIds,
 		arg.Routes,
 		arg.MaxAttempts,

@@ -11,21 +11,35 @@ import (
 )
 
 const ensurePartitions = `-- name: EnsurePartitions :one
-SELECT outbox_ensure_partitions($1::timestamptz, $2::timestamptz, make_interval(secs => $3::float8))
+SELECT p.created::integer AS created, p.busy::boolean AS busy
+FROM outbox_ensure_partitions($1::timestamptz, $2::timestamptz, make_interval(secs => $3::float8),
+                              make_interval(secs => $4::float8)) AS p (created, busy)
 `
 
 type EnsurePartitionsParams struct {
-	FromTs   time.Time
-	ToTs     time.Time
-	StepSecs float64
+	FromTs       time.Time
+	ToTs         time.Time
+	StepSecs     float64
+	LockWaitSecs float64
 }
 
-// Creates events' time partitions for [from, to); see migration 000012.
-func (q *Queries) EnsurePartitions(ctx context.Context, arg EnsurePartitionsParams) (int32, error) {
-	row := q.db.QueryRow(ctx, ensurePartitions, arg.FromTs, arg.ToTs, arg.StepSecs)
-	var outbox_ensure_partitions int32
-	err := row.Scan(&outbox_ensure_partitions)
-	return outbox_ensure_partitions, err
+type EnsurePartitionsRow struct {
+	Created int32
+	Busy    bool
+}
+
+// Creates events' time partitions for [from, to), waiting at most lock_wait
+// for each; busy says it gave up on a lock. See migration 000013.
+func (q *Queries) EnsurePartitions(ctx context.Context, arg EnsurePartitionsParams) (EnsurePartitionsRow, error) {
+	row := q.db.QueryRow(ctx, ensurePartitions,
+		arg.FromTs,
+		arg.ToTs,
+		arg.StepSecs,
+		arg.LockWaitSecs,
+	)
+	var i EnsurePartitionsRow
+	err := row.Scan(&i.Created, &i.Busy)
+	return i, err
 }
 
 const getEventByKey = `-- name: GetEventByKey :one

@@ -151,6 +151,29 @@ type OutboxOrderedRoute struct {
 	UpdatedAt    time.Time
 }
 
+// Events partitions retention is removing; maintenance finishes each on its next run.
+type OutboxPartitionDrop struct {
+	Name       string
+	RecordedAt time.Time
+}
+
+// Replays of events and their progress; retention forgets them after event_retention.
+type OutboxReplay struct {
+	ID              string
+	Route           string
+	Since           time.Time
+	Until           time.Time
+	Key             *string
+	AfterReceivedAt time.Time
+	AfterID         int64
+	Replayed        int64
+	Revived         int64
+	Skipped         int64
+	CreatedAt       time.Time
+	UpdatedAt       time.Time
+	FinishedAt      *time.Time
+}
+
 type RiverJob struct {
 	ID           int64
 	State        RiverJobState

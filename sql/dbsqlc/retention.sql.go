@@ -21,6 +21,51 @@ func (q *Queries) CountAllDeadLetters(ctx context.Context) (int64, error) {
 	return count, err
 }
 
+const deleteExpiredDeadLetterJobs = `-- name: DeleteExpiredDeadLetterJobs :many
+DELETE FROM river_job
+WHERE id = ANY($1::bigint[])
+  AND kind = 'deliver'
+  AND state IN ('discarded', 'cancelled')
+  AND finalized_at < $2
+RETURNING id AS job_id, (args ->> 'event_id')::bigint AS event_id, (args ->> 'received_at')::timestamptz AS received_at
+`
+
+type DeleteExpiredDeadLetterJobsParams struct {
+	JobIds []int64
+	Before *time.Time
+}
+
+type DeleteExpiredDeadLetterJobsRow struct {
+	JobID      int64
+	EventID    int64
+	ReceivedAt time.Time
+}
+
+// Deletes the listed jobs that are still dead letters older than the
+// cutoff, and returns their events. A job retried or replayed since it was
+// listed is no longer discarded or cancelled, so it stays: under READ
+// COMMITTED, a row a retry changed while this statement waited for it is
+// checked again in its new state.
+func (q *Queries) DeleteExpiredDeadLetterJobs(ctx context.Context, arg DeleteExpiredDeadLetterJobsParams) ([]DeleteExpiredDeadLetterJobsRow, error) {
+	rows, err := q.db.Query(ctx, deleteExpiredDeadLetterJobs, arg.JobIds, arg.Before)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []DeleteExpiredDeadLetterJobsRow{}
+	for rows.Next() {
+		var i DeleteExpiredDeadLetterJobsRow
+		if err := rows.Scan(&i.JobID, &i.EventID, &i.ReceivedAt); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const deleteExpiredRetained = `-- name: DeleteExpiredRetained :execrows
 DELETE FROM events e
 WHERE e.retained
@@ -50,12 +95,13 @@ func (q *Queries) DeleteExpiredRetained(ctx context.Context, arg DeleteExpiredRe
 	return result.RowsAffected(), nil
 }
 
-const deleteJobs = `-- name: DeleteJobs :execrows
-DELETE FROM river_job WHERE id = ANY($1::bigint[])
+const deleteOldReplays = `-- name: DeleteOldReplays :execrows
+DELETE FROM outbox_replays WHERE updated_at < $1
 `
 
-func (q *Queries) DeleteJobs(ctx context.Context, jobIds []int64) (int64, error) {
-	result, err := q.db.Exec(ctx, deleteJobs, jobIds)
+// Replays untouched for event_retention: their events are gone too.
+func (q *Queries) DeleteOldReplays(ctx context.Context, before time.Time) (int64, error) {
+	result, err := q.db.Exec(ctx, deleteOldReplays, before)
 	if err != nil {
 		return 0, err
 	}
@@ -74,8 +120,8 @@ type DeleteUndeliveredEventsWithoutJobsParams struct {
 	ReceivedAts []time.Time
 }
 
-// Deletes the listed events unless they were delivered or still have a
-// delivery job (a replay's, say).
+// Deletes the listed events (those of the dead letters just expired) unless
+// they were delivered or still have a delivery job (a replay's, say).
 func (q *Queries) DeleteUndeliveredEventsWithoutJobs(ctx context.Context, arg DeleteUndeliveredEventsWithoutJobsParams) (int64, error) {
 	result, err := q.db.Exec(ctx, deleteUndeliveredEventsWithoutJobs, arg.EventIds, arg.ReceivedAts)
 	if err != nil {
@@ -119,12 +165,14 @@ FROM river_job
 WHERE kind = 'deliver'
   AND state IN ('discarded', 'cancelled')
   AND finalized_at < $1
+  AND id > $2
 ORDER BY id
-LIMIT $2
+LIMIT $3
 `
 
 type ExpiredDeadLetterBatchParams struct {
 	Before  *time.Time
+	AfterID int64
 	MaxRows int32
 }
 
@@ -134,10 +182,12 @@ type ExpiredDeadLetterBatchRow struct {
 	ReceivedAt time.Time
 }
 
-// Dead letters older than dead_letter_retention, oldest first. River keeps
-// them forever; webhook-outbox expires them together with their events.
+// Candidates for expiry: dead letters older than dead_letter_retention, in
+// job id order after a cursor. River keeps them forever; webhook-outbox
+// expires them together with their events. A candidate may be retried
+// before it is deleted, so DeleteExpiredDeadLetterJobs checks again.
 func (q *Queries) ExpiredDeadLetterBatch(ctx context.Context, arg ExpiredDeadLetterBatchParams) ([]ExpiredDeadLetterBatchRow, error) {
-	rows, err := q.db.Query(ctx, expiredDeadLetterBatch, arg.Before, arg.MaxRows)
+	rows, err := q.db.Query(ctx, expiredDeadLetterBatch, arg.Before, arg.AfterID, arg.MaxRows)
 	if err != nil {
 		return nil, err
 	}
@@ -154,6 +204,15 @@ func (q *Queries) ExpiredDeadLetterBatch(ctx context.Context, arg ExpiredDeadLet
 		return nil, err
 	}
 	return items, nil
+}
+
+const forgetPartitionDrop = `-- name: ForgetPartitionDrop :exec
+DELETE FROM outbox_partition_drops WHERE name = $1
+`
+
+func (q *Queries) ForgetPartitionDrop(ctx context.Context, name string) error {
+	_, err := q.db.Exec(ctx, forgetPartitionDrop, name)
+	return err
 }
 
 const livePartitions = `-- name: LivePartitions :many
@@ -191,6 +250,54 @@ func (q *Queries) LivePartitions(ctx context.Context) ([]LivePartitionsRow, erro
 		return nil, err
 	}
 	return items, nil
+}
+
+const lockEvents = `-- name: LockEvents :many
+SELECT e.id
+FROM events e
+WHERE (e.id, e.received_at) IN (SELECT unnest($1::bigint[]), unnest($2::timestamptz[]))
+ORDER BY e.id
+FOR UPDATE OF e
+`
+
+type LockEventsParams struct {
+	EventIds    []int64
+	ReceivedAts []time.Time
+}
+
+// Locks events rows, in id order, until the transaction ends, and returns
+// the ids of those still there. Whoever changes both an event and its jobs
+// (dead-letter expiry, replay) locks the event first, so they cannot
+// deadlock on each other.
+func (q *Queries) LockEvents(ctx context.Context, arg LockEventsParams) ([]int64, error) {
+	rows, err := q.db.Query(ctx, lockEvents, arg.EventIds, arg.ReceivedAts)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []int64{}
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		items = append(items, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const maintenanceUnlock = `-- name: MaintenanceUnlock :one
+SELECT pg_advisory_unlock(20251130, 1)
+`
+
+func (q *Queries) MaintenanceUnlock(ctx context.Context) (bool, error) {
+	row := q.db.QueryRow(ctx, maintenanceUnlock)
+	var pg_advisory_unlock bool
+	err := row.Scan(&pg_advisory_unlock)
+	return pg_advisory_unlock, err
 }
 
 const oldestDeadLetter = `-- name: OldestDeadLetter :many
@@ -244,13 +351,56 @@ func (q *Queries) OldestEvent(ctx context.Context) ([]time.Time, error) {
 	return items, nil
 }
 
+const pendingPartitionDrops = `-- name: PendingPartitionDrops :many
+SELECT s.name::text AS name, s.state::text AS state
+FROM outbox_partition_drop_states() AS s (name, state)
+`
+
+type PendingPartitionDropsRow struct {
+	Name  string
+	State string
+}
+
+// Drops an earlier run recorded and did not finish, with where each stands.
+func (q *Queries) PendingPartitionDrops(ctx context.Context) ([]PendingPartitionDropsRow, error) {
+	rows, err := q.db.Query(ctx, pendingPartitionDrops)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []PendingPartitionDropsRow{}
+	for rows.Next() {
+		var i PendingPartitionDropsRow
+		if err := rows.Scan(&i.Name, &i.State); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const recordPartitionDrop = `-- name: RecordPartitionDrop :exec
+INSERT INTO outbox_partition_drops (name) VALUES ($1) ON CONFLICT (name) DO NOTHING
+`
+
+// Written and committed before the detach, so a run interrupted anywhere
+// after it leaves a record the next run finishes from (migration 000013).
+func (q *Queries) RecordPartitionDrop(ctx context.Context, name string) error {
+	_, err := q.db.Exec(ctx, recordPartitionDrop, name)
+	return err
+}
+
 const rescueDetachedSurvivors = `-- name: RescueDetachedSurvivors :one
 SELECT outbox_finish_partition_drop($1::text)
 `
 
 // After a partition is detached, copies into events_retained any survivor
-// that appeared between RetainSurvivors and the detach (a replay, say), then
-// drops the detached table. Returns the rows rescued.
+// that appeared between RetainSurvivors and the detach, or since (a replay,
+// a retry from River UI), drops the detached table and forgets its pending
+// drop, in one transaction. Returns the rows rescued.
 func (q *Queries) RescueDetachedSurvivors(ctx context.Context, name string) (int64, error) {
 	row := q.db.QueryRow(ctx, rescueDetachedSurvivors, name)
 	var outbox_finish_partition_drop int64
@@ -291,6 +441,16 @@ func (q *Queries) RetainSurvivors(ctx context.Context, arg RetainSurvivorsParams
 	return result.RowsAffected(), nil
 }
 
+const setLockTimeout = `-- name: SetLockTimeout :exec
+SELECT set_config('lock_timeout', $1::text, true)
+`
+
+// SET LOCAL lock_timeout, for the rest of the transaction.
+func (q *Queries) SetLockTimeout(ctx context.Context, timeout string) error {
+	_, err := q.db.Exec(ctx, setLockTimeout, timeout)
+	return err
+}
+
 const tableSizes = `-- name: TableSizes :many
 SELECT t.name::text AS name, t.parent::text AS parent, t.rows_estimate::bigint AS rows_estimate, t.bytes::bigint AS bytes
 FROM outbox_table_sizes() AS t (name, parent, rows_estimate, bytes)
@@ -326,4 +486,19 @@ func (q *Queries) TableSizes(ctx context.Context) ([]TableSizesRow, error) {
 		return nil, err
 	}
 	return items, nil
+}
+
+const tryMaintenanceLock = `-- name: TryMaintenanceLock :one
+SELECT pg_try_advisory_lock(20251130, 1)
+`
+
+// One maintenance run at a time, across replicas and River's rescues: a
+// session-level advisory lock, held by the run's own connection, so a
+// crashed run's lock goes with its connection. The two-int key space (its
+// first number distinct from intake's) keeps it apart from other locks.
+func (q *Queries) TryMaintenanceLock(ctx context.Context) (bool, error) {
+	row := q.db.QueryRow(ctx, tryMaintenanceLock)
+	var pg_try_advisory_lock bool
+	err := row.Scan(&pg_try_advisory_lock)
+	return pg_try_advisory_lock, err
 }

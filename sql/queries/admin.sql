@@ -58,3 +58,35 @@ ON CONFLICT (name) DO NOTHING;
 
 -- name: QueuePauseStates :many
 SELECT name, paused_at FROM river_queue WHERE name = ANY(@names::text[]);
+
+-- name: StartReplay :exec
+-- Records a replay on its first run; a later run of the same id finds the
+-- row as it is.
+INSERT INTO outbox_replays (id, route, since, until, key, after_received_at)
+VALUES (@id, @route, @since, @until, sqlc.narg(key), @after_received_at)
+ON CONFLICT (id) DO NOTHING;
+
+-- name: GetReplay :one
+SELECT * FROM outbox_replays WHERE id = @id;
+
+-- name: LockReplay :one
+-- Taken by each batch: runs of the same replay go one batch at a time, each
+-- after the last event the other handled.
+SELECT * FROM outbox_replays WHERE id = @id FOR UPDATE;
+
+-- name: AdvanceReplay :exec
+UPDATE outbox_replays
+SET after_received_at = @after_received_at, after_id = @after_id,
+    replayed = replayed + @replayed, revived = revived + @revived, skipped = skipped + @skipped,
+    updated_at = now()
+WHERE id = @id;
+
+-- name: FinishReplay :exec
+UPDATE outbox_replays SET finished_at = coalesce(finished_at, now()), updated_at = now() WHERE id = @id;
+
+-- name: CountReplayThrough :one
+-- Events of the window a replay has handled: up to its cursor.
+SELECT count(*) FROM events
+WHERE route = @route AND received_at >= @since AND received_at < @until
+  AND (sqlc.narg(key)::text IS NULL OR key = sqlc.narg(key))
+  AND (received_at, id) <= (@through_received_at::timestamptz, @through_id::bigint);

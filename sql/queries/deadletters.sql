@@ -15,14 +15,16 @@ LIMIT @max_rows;
 -- name: CountDeadLetters :one
 -- A payload condition parses every matching dead letter's body
 -- (outbox_payload): about 3.6 s for 100,000 bodies of 1 KB here. Only the
--- console's "Retry all matching" count asks for one.
+-- console's "Retry all matching" count asks for one. after_job_id, when
+-- set, counts only those a resumed bulk retry has left.
 SELECT count(*)
 FROM dead_letters
 WHERE (sqlc.narg(route)::text IS NULL OR route = sqlc.narg(route))
   AND (sqlc.narg(since)::timestamptz IS NULL OR failed_at >= sqlc.narg(since))
   AND (sqlc.narg(until)::timestamptz IS NULL OR failed_at < sqlc.narg(until))
   AND (sqlc.narg(error_like)::text IS NULL OR last_error ILIKE sqlc.narg(error_like))
-  AND (sqlc.narg(payload_path)::text[] IS NULL OR payload #>> sqlc.narg(payload_path)::text[] = sqlc.narg(payload_value)::text);
+  AND (sqlc.narg(payload_path)::text[] IS NULL OR payload #>> sqlc.narg(payload_path)::text[] = sqlc.narg(payload_value)::text)
+  AND (sqlc.narg(after_job_id)::bigint IS NULL OR job_id > sqlc.narg(after_job_id));
 
 -- name: DeadLetterBatch :many
 -- The next batch of dead letters to retry, in job id order after a cursor,
@@ -55,9 +57,15 @@ SET state        = 'available',
     max_attempts = r.max_attempts,
     scheduled_at = now(),
     finalized_at = NULL,
-    metadata     = j.metadata || jsonb_build_object(
+    -- River cancels a job whose metadata holds cancel_attempted_at (a
+    -- cancel from River UI or the API) at its next failure; River's own
+    -- JobRetry removes it, and so does this.
+    metadata     = (j.metadata - 'cancel_attempted_at') || jsonb_build_object(
                        'give_up_at', now() + make_interval(secs => r.give_up_after_secs),
                        'retried_at', now())
+                   -- A replay tags the jobs it revives, as those it inserts.
+                   || CASE WHEN @replay_id::text = '' THEN '{}'::jsonb
+                           ELSE jsonb_build_object('replay_id', @replay_id::text) END
 FROM (SELECT unnest(@routes::text[])               AS route,
              unnest(@max_attempts::int[])          AS max_attempts,
              unnest(@give_up_after_secs::float8[]) AS give_up_after_secs) AS r

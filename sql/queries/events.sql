@@ -41,8 +41,11 @@ ORDER BY x.ord
 RETURNING id, route, key, received_at;
 
 -- name: EnsurePartitions :one
--- Creates events' time partitions for [from, to); see migration 000012.
-SELECT outbox_ensure_partitions(@from_ts::timestamptz, @to_ts::timestamptz, make_interval(secs => @step_secs::float8));
+-- Creates events' time partitions for [from, to), waiting at most lock_wait
+-- for each; busy says it gave up on a lock. See migration 000013.
+SELECT p.created::integer AS created, p.busy::boolean AS busy
+FROM outbox_ensure_partitions(@from_ts::timestamptz, @to_ts::timestamptz, make_interval(secs => @step_secs::float8),
+                              make_interval(secs => @lock_wait_secs::float8)) AS p (created, busy);
 
 -- name: GetEventForDelivery :one
 -- received_at prunes the lookup to the event's partition.

@@ -23,27 +23,79 @@ WHERE j.kind = 'deliver'
 
 -- name: RescueDetachedSurvivors :one
 -- After a partition is detached, copies into events_retained any survivor
--- that appeared between RetainSurvivors and the detach (a replay, say), then
--- drops the detached table. Returns the rows rescued.
+-- that appeared between RetainSurvivors and the detach, or since (a replay,
+-- a retry from River UI), drops the detached table and forgets its pending
+-- drop, in one transaction. Returns the rows rescued.
 SELECT outbox_finish_partition_drop(@name::text);
 
+-- name: RecordPartitionDrop :exec
+-- Written and committed before the detach, so a run interrupted anywhere
+-- after it leaves a record the next run finishes from (migration 000013).
+INSERT INTO outbox_partition_drops (name) VALUES (@name) ON CONFLICT (name) DO NOTHING;
+
+-- name: ForgetPartitionDrop :exec
+DELETE FROM outbox_partition_drops WHERE name = @name;
+
+-- name: PendingPartitionDrops :many
+-- Drops an earlier run recorded and did not finish, with where each stands.
+SELECT s.name::text AS name, s.state::text AS state
+FROM outbox_partition_drop_states() AS s (name, state);
+
+-- name: SetLockTimeout :exec
+-- SET LOCAL lock_timeout, for the rest of the transaction.
+SELECT set_config('lock_timeout', @timeout::text, true);
+
+-- name: TryMaintenanceLock :one
+-- One maintenance run at a time, across replicas and River's rescues: a
+-- session-level advisory lock, held by the run's own connection, so a
+-- crashed run's lock goes with its connection. The two-int key space (its
+-- first number distinct from intake's) keeps it apart from other locks.
+SELECT pg_try_advisory_lock(20251130, 1);
+
+-- name: MaintenanceUnlock :one
+SELECT pg_advisory_unlock(20251130, 1);
+
 -- name: ExpiredDeadLetterBatch :many
--- Dead letters older than dead_letter_retention, oldest first. River keeps
--- them forever; webhook-outbox expires them together with their events.
+-- Candidates for expiry: dead letters older than dead_letter_retention, in
+-- job id order after a cursor. River keeps them forever; webhook-outbox
+-- expires them together with their events. A candidate may be retried
+-- before it is deleted, so DeleteExpiredDeadLetterJobs checks again.
 SELECT id AS job_id, (args ->> 'event_id')::bigint AS event_id, (args ->> 'received_at')::timestamptz AS received_at
 FROM river_job
 WHERE kind = 'deliver'
   AND state IN ('discarded', 'cancelled')
   AND finalized_at < @before
+  AND id > @after_id
 ORDER BY id
 LIMIT @max_rows;
 
--- name: DeleteJobs :execrows
-DELETE FROM river_job WHERE id = ANY(@job_ids::bigint[]);
+-- name: LockEvents :many
+-- Locks events rows, in id order, until the transaction ends, and returns
+-- the ids of those still there. Whoever changes both an event and its jobs
+-- (dead-letter expiry, replay) locks the event first, so they cannot
+-- deadlock on each other.
+SELECT e.id
+FROM events e
+WHERE (e.id, e.received_at) IN (SELECT unnest(@event_ids::bigint[]), unnest(@received_ats::timestamptz[]))
+ORDER BY e.id
+FOR UPDATE OF e;
+
+-- name: DeleteExpiredDeadLetterJobs :many
+-- Deletes the listed jobs that are still dead letters older than the
+-- cutoff, and returns their events. A job retried or replayed since it was
+-- listed is no longer discarded or cancelled, so it stays: under READ
+-- COMMITTED, a row a retry changed while this statement waited for it is
+-- checked again in its new state.
+DELETE FROM river_job
+WHERE id = ANY(@job_ids::bigint[])
+  AND kind = 'deliver'
+  AND state IN ('discarded', 'cancelled')
+  AND finalized_at < @before
+RETURNING id AS job_id, (args ->> 'event_id')::bigint AS event_id, (args ->> 'received_at')::timestamptz AS received_at;
 
 -- name: DeleteUndeliveredEventsWithoutJobs :execrows
--- Deletes the listed events unless they were delivered or still have a
--- delivery job (a replay's, say).
+-- Deletes the listed events (those of the dead letters just expired) unless
+-- they were delivered or still have a delivery job (a replay's, say).
 DELETE FROM events e
 WHERE (e.id, e.received_at) IN (SELECT unnest(@event_ids::bigint[]), unnest(@received_ats::timestamptz[]))
   AND e.delivered_at IS NULL
@@ -63,6 +115,10 @@ WHERE e.retained
         AND NOT EXISTS (SELECT 1 FROM river_job j
                         WHERE j.kind = 'deliver' AND (j.args ->> 'event_id')::bigint = r.id AND j.state <> 'completed')
       LIMIT @max_rows);
+
+-- name: DeleteOldReplays :execrows
+-- Replays untouched for event_retention: their events are gone too.
+DELETE FROM outbox_replays WHERE updated_at < @before;
 
 -- name: TableSizes :many
 SELECT t.name::text AS name, t.parent::text AS parent, t.rows_estimate::bigint AS rows_estimate, t.bytes::bigint AS bytes

@@ -1,0 +1,38 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestReadTestKnobs(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		env     map[string]string
+		want    testKnobs
+		wantErr string
+	}{
+		{env: map[string]string{}, want: testKnobs{}},
+		{env: map[string]string{envTestMaintenanceInterval: "5s", envTestPartitionInterval: "10s"},
+			want: testKnobs{MaintenanceInterval: 5 * time.Second, PartitionInterval: 10 * time.Second}},
+		{env: map[string]string{envTestPartitionInterval: "1h"}, want: testKnobs{PartitionInterval: time.Hour}},
+		{env: map[string]string{envTestMaintenanceInterval: "soon"}, wantErr: `OUTBOX_TEST_MAINTENANCE_INTERVAL (test only) is "soon": use a duration from 1s to 1h0m0s`},
+		{env: map[string]string{envTestMaintenanceInterval: "10ms"}, wantErr: "OUTBOX_TEST_MAINTENANCE_INTERVAL (test only) is \"10ms\""},
+		{env: map[string]string{envTestPartitionInterval: "0s"}, wantErr: "OUTBOX_TEST_PARTITION_INTERVAL (test only) is \"0s\""},
+		{env: map[string]string{envTestPartitionInterval: "1500ms"}, wantErr: "OUTBOX_TEST_PARTITION_INTERVAL (test only) is 1.5s: use whole seconds"},
+		{env: map[string]string{envTestPartitionInterval: "48h"}, wantErr: "from 1s to 24h0m0s"},
+	}
+	for _, c := range cases {
+		got, err := readTestKnobs(func(k string) string { return c.env[k] })
+		if c.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+				t.Errorf("%v: error %v, want one containing %q", c.env, err, c.wantErr)
+			}
+			continue
+		}
+		if err != nil || got != c.want {
+			t.Errorf("%v: %+v %v, want %+v", c.env, got, err, c.want)
+		}
+	}
+}

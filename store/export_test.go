@@ -1,0 +1,8 @@
+package store
+
+import "context"
+
+// SetStepHook makes Maintain call hook as it starts each step (named
+// "partitions", "expire-dead-letters", "detached events_p…" and so on); an
+// error from hook stops the run there, as a crash would.
+func SetStepHook(s *Store, hook func(ctx context.Context, step string) error) { s.stepHook = hook }
