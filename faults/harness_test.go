@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -166,13 +167,24 @@ func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() boo
 type cluster struct {
 	dir string
 	url string // its "outbox" database
+	// firstPort is the first port devdb.sh tries for a new cluster.
+	firstPort int
 }
 
 // newCluster creates and starts a cluster in its own data directory.
 func newCluster(name string) (*cluster, error) {
-	c := &cluster{dir: filepath.Join(tmpRoot, name)}
+	c := &cluster{dir: filepath.Join(tmpRoot, name), firstPort: clusterPorts()}
 	clustersMu.Lock() // one port search at a time
 	defer clustersMu.Unlock()
+	// Above the ports of the clusters started before, even one crashed
+	// now: it must get its port back when it restarts.
+	for _, other := range clusters {
+		if u, err := url.Parse(other.url); err == nil {
+			if p, err := strconv.Atoi(u.Port()); err == nil && p >= c.firstPort {
+				c.firstPort = p + 1
+			}
+		}
+	}
 	u, err := c.devdb("start", "")
 	if err != nil {
 		return nil, err
@@ -195,7 +207,11 @@ func shared(t *testing.T) *cluster {
 
 func (c *cluster) devdb(cmd, stopMode string) (string, error) {
 	run := exec.Command(filepath.Join(repoRoot, "scripts", "devdb.sh"), cmd)
-	run.Env = append(os.Environ(), "DEVDB_DIR="+c.dir, fmt.Sprintf("DEVDB_PORT=%d", clusterPorts()), "DEVDB_STOP_MODE="+stopMode)
+	first := c.firstPort
+	if first == 0 {
+		first = clusterPorts()
+	}
+	run.Env = append(os.Environ(), "DEVDB_DIR="+c.dir, fmt.Sprintf("DEVDB_PORT=%d", first), "DEVDB_STOP_MODE="+stopMode)
 	var stdout, stderr bytes.Buffer
 	run.Stdout, run.Stderr = &stdout, &stderr
 	if err := run.Run(); err != nil {
