@@ -126,7 +126,7 @@ BEGIN
     SELECT array_agg(DISTINCT queue), count(*) INTO promoted_queues, promoted FROM done;
     PERFORM set_config('outbox.promoting', '', true);
     IF promoted > 0 THEN
-        -- River's insert notification (see TestPromotionNotifiesLikeRiver).
+        -- River's insert notification (pinned by TestOrderingPromotionNotifiesLikeRiver).
         PERFORM pg_notify(current_schema() || '.river_insert', json_build_object('queue', q)::text)
         FROM unnest(promoted_queues) AS q;
     END IF;
