@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"os"
 	"runtime/debug"
-	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -92,13 +91,6 @@ func loadServable(configPath string) (*config.Config, error) {
 		}
 	}
 	return cfg, nil
-}
-
-// envInt reads a tuning knob from the environment: 0 when unset or not a
-// number, which means the default.
-func envInt(name string) int {
-	n, _ := strconv.Atoi(os.Getenv(name))
-	return n
 }
 
 // newLogger returns the process's logger: JSON or text on w, at level.
@@ -246,7 +238,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 	// Group commit: concurrent webhooks share transactions.
 	m.batcher = store.NewBatcher(store.NewIntake(st, m.river), store.BatcherOptions{
-		Timeout: cfg.IntakeTimeout.D(), Workers: envInt("OUTBOX_INTAKE_BATCH_WORKERS"), Pressure: pressure,
+		Timeout: cfg.IntakeTimeout.D(), Workers: m.testKnobs.IntakeBatchWorkers, Pressure: pressure,
 	})
 	intake, err := handler.NewIntake(cfg, m.batcher, logger.With("component", "intake"))
 	if err != nil {
