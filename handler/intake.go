@@ -18,9 +18,13 @@ import (
 	"unicode/utf8"
 
 	"github.com/gorilla/mux"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	outbox "github.com/webhook-outbox/webhook-outbox"
 	"github.com/webhook-outbox/webhook-outbox/config"
+	"github.com/webhook-outbox/webhook-outbox/internal/tracing"
 	"github.com/webhook-outbox/webhook-outbox/store"
 )
 
@@ -44,6 +48,14 @@ type Intake struct {
 	// instead of queueing more behind the database.
 	gate  *intakeGate
 	addrs *clientAddrs
+	// tracer starts the intake span; a no-op one unless serve exports
+	// traces (SetTracerProvider).
+	tracer trace.Tracer
+}
+
+// SetTracerProvider makes intake record a span per stored webhook.
+func (in *Intake) SetTracerProvider(tp trace.TracerProvider) {
+	in.tracer = tp.Tracer(tracing.InstrumentationName)
 }
 
 type intakeRoute struct {
@@ -77,6 +89,7 @@ func NewIntake(cfg *config.Config, acceptor Acceptor, logger *slog.Logger) (*Int
 		gate:        newIntakeGate(cmp.Or(cfg.MaxInflightRequests, config.DefaultMaxInflightRequests)),
 		addrs:       newClientAddrs(cfg.TrustedProxyPrefixes(), logger, "intake"),
 		bufs:        sync.Pool{New: func() any { return new(bytes.Buffer) }},
+		tracer:      noop.NewTracerProvider().Tracer(tracing.InstrumentationName),
 	}
 	for i := range cfg.Routes {
 		rc := &cfg.Routes[i]
@@ -197,7 +210,16 @@ func (in *Intake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	log = log.With("key", ev.Key)
 	ev.RequestID = RequestID(r.Context())
 
-	ctx, cancel := context.WithTimeout(r.Context(), in.timeout)
+	// The intake span continues the sender's trace (its traceparent, if
+	// any); the delivery job keeps the span's context, so its deliveries
+	// continue the same trace. Without a tracer provider nothing is
+	// recorded, and the sender's own context is what the job keeps.
+	ctx, span := in.tracer.Start(tracing.Extract(r.Context(), r.Header), "webhook intake "+name, trace.WithSpanKind(trace.SpanKindServer),
+		trace.WithAttributes(attribute.String("outbox.route", name), attribute.String("outbox.key", ev.Key)))
+	defer span.End()
+	ev.TraceContext = tracing.ToMetadata(ctx)
+
+	ctx, cancel := context.WithTimeout(ctx, in.timeout)
 	defer cancel()
 	res, err := in.acceptor.Accept(ctx, ev)
 	if err != nil {

@@ -12,9 +12,13 @@ import (
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/rivertype"
+	"github.com/riverqueue/rivercontrib/otelriver"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/trace"
 
 	outbox "github.com/webhook-outbox/webhook-outbox"
 	"github.com/webhook-outbox/webhook-outbox/config"
+	"github.com/webhook-outbox/webhook-outbox/internal/tracing"
 	"github.com/webhook-outbox/webhook-outbox/store"
 )
 
@@ -58,6 +62,10 @@ type ClientOptions struct {
 	// has stopped. When nil, the client makes one that lives as long as the
 	// process.
 	Completer *store.Completer
+	// TracerProvider, when set, records a span for every delivery attempt
+	// and River's own work spans (otelriver); otherwise nothing is
+	// recorded, though the trace context still reaches the target.
+	TracerProvider trace.TracerProvider
 	// Breakers, when set, are the circuit breakers deliveries use, so the
 	// caller can show their state; otherwise the client makes its own. They
 	// must come from NewBreakers with the same config.
@@ -82,6 +90,9 @@ func NewClient(pool *pgxpool.Pool, st *store.Store, cfg *config.Config, opts Cli
 	}
 	if opts.Breakers != nil {
 		deliverer.breakers = opts.Breakers
+	}
+	if opts.TracerProvider != nil {
+		deliverer.tracer = opts.TracerProvider.Tracer(tracing.InstrumentationName)
 	}
 	deliverer.pressure = opts.IntakePressure
 	deliverer.jobTimeout = opts.jobTimeout
@@ -125,7 +136,7 @@ func NewClient(pool *pgxpool.Pool, st *store.Store, cfg *config.Config, opts Cli
 		Logger:            opts.RiverLogger,
 		Queues:            queues,
 		Workers:           workers,
-		Middleware:        []rivertype.Middleware{metrics.middleware()},
+		Middleware:        middleware(metrics, opts.TracerProvider),
 		FetchCooldown:     FetchCooldown,
 		FetchPollInterval: FetchPollInterval,
 		// Every delivery sets its own timeout (Deliverer.Timeout).
@@ -163,4 +174,20 @@ func NewInsertOnlyClient(pool *pgxpool.Pool, logger *slog.Logger) (*river.Client
 		return nil, fmt.Errorf("error creating River client: %w", err)
 	}
 	return client, nil
+}
+
+// middleware is River's middleware: delivery metrics, and with a tracer
+// provider River's own spans (otelriver). Its trace propagation stays off:
+// it would overwrite the intake request's context in the job's metadata
+// with that of the batch insert's span, which belongs to no request; the
+// delivery span carries the request's trace instead. Its OpenTelemetry
+// metrics are not collected: /metrics has its own.
+func middleware(m *Metrics, tp trace.TracerProvider) []rivertype.Middleware {
+	mw := []rivertype.Middleware{m.middleware()}
+	if tp != nil {
+		mw = append(mw, otelriver.NewMiddleware(&otelriver.MiddlewareConfig{
+			TracerProvider: tp, MeterProvider: metricnoop.NewMeterProvider(),
+		}))
+	}
+	return mw
 }

@@ -19,10 +19,15 @@ import (
 
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	"golang.org/x/time/rate"
 
 	outbox "github.com/webhook-outbox/webhook-outbox"
 	"github.com/webhook-outbox/webhook-outbox/config"
+	"github.com/webhook-outbox/webhook-outbox/internal/tracing"
 	"github.com/webhook-outbox/webhook-outbox/store"
 )
 
@@ -50,6 +55,9 @@ type Deliverer struct {
 	logger    *slog.Logger
 	now       func() time.Time
 	breakers  *Breakers
+	// tracer starts each attempt's span (a no-op one unless serve exports
+	// traces).
+	tracer trace.Tracer
 	// rescueAfter is River's RescueStuckJobsAfter (RescueAfter).
 	rescueAfter time.Duration
 	// jobTimeout, when set, replaces Timeout's answer where it is positive
@@ -91,6 +99,7 @@ func NewDeliverer(st *store.Store, cfg *config.Config, logger *slog.Logger) (*De
 		logger:      logger,
 		now:         time.Now,
 		breakers:    NewBreakers(cfg, logger),
+		tracer:      noop.NewTracerProvider().Tracer(tracing.InstrumentationName),
 		rescueAfter: RescueAfter(cfg),
 	}, nil
 }
@@ -247,7 +256,7 @@ func (d *Deliverer) send(ctx context.Context, log *slog.Logger, job *river.Job[o
 	}
 	defer p.release() // when no request was sent
 
-	out := d.attempt(ctx, r, ev, job.Attempt)
+	out := d.attempt(tracing.FromMetadata(ctx, jobMetadata(job)), r, ev, job.Attempt)
 	if out.CutOff {
 		// Cut off by this replica (a shutdown, the job's deadline), not
 		// by the target: it says nothing about the target's health.
@@ -439,8 +448,24 @@ func (d *Deliverer) yieldToIntake(ctx context.Context) {
 var errTargetTimeout = errors.New("target.timeout reached")
 
 // attempt sends one delivery request and classifies what came back.
-func (d *Deliverer) attempt(ctx context.Context, r *route, ev *store.DeliveryEvent, attempt int) Outcome {
+func (d *Deliverer) attempt(ctx context.Context, r *route, ev *store.DeliveryEvent, attempt int) (out Outcome) {
 	timeout := r.cfg.Target.Timeout.D()
+	// The attempt's span continues the trace of the intake request (its
+	// context is in the job's metadata), and the target gets its
+	// traceparent.
+	ctx, span := d.tracer.Start(ctx, "deliver "+r.cfg.Name, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(
+		attribute.String("outbox.route", r.cfg.Name), attribute.String("outbox.key", ev.Key), attribute.Int("outbox.attempt", attempt),
+		attribute.String("http.request.method", http.MethodPost)))
+	defer func() {
+		span.SetAttributes(attribute.String("outbox.outcome", out.Verdict.String()))
+		if out.Status != 0 {
+			span.SetAttributes(attribute.Int("http.response.status_code", out.Status))
+		}
+		if out.Verdict != Delivered {
+			span.SetStatus(codes.Error, out.Message)
+		}
+		span.End()
+	}()
 	reqCtx, cancel := context.WithTimeoutCause(ctx, timeout, errTargetTimeout)
 	defer cancel()
 
@@ -452,6 +477,7 @@ func (d *Deliverer) attempt(ctx context.Context, r *route, ev *store.DeliveryEve
 	req.Header.Set("Content-Type", ev.ContentType)
 	req.Header.Set(HeaderKey, ev.Key)
 	req.Header.Set(HeaderAttempt, strconv.Itoa(attempt))
+	tracing.Inject(ctx, req.Header)
 	r.signer.sign(req.Header, ev.Key, d.now(), ev.Body)
 
 	start := d.now()

@@ -8,9 +8,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
-	"github.com/riverqueue/river/riverdriver"
-	"github.com/riverqueue/river/riverdriver/riverpgxv5"
-	"github.com/riverqueue/river/rivertype"
 
 	outbox "github.com/webhook-outbox/webhook-outbox"
 	"github.com/webhook-outbox/webhook-outbox/sql/dbsqlc"
@@ -127,7 +124,7 @@ func (c *Completer) commit(ctx context.Context, jobs []*river.Job[outbox.Deliver
 		if len(ready) == 0 {
 			return nil
 		}
-		return c.record(ctx, tx, q, ready)
+		return c.record(ctx, q, ready)
 	})
 	if err != nil {
 		return nil, err
@@ -137,27 +134,22 @@ func (c *Completer) commit(ctx context.Context, jobs []*river.Job[outbox.Deliver
 
 // record marks the events delivered and completes the jobs, whose rows the
 // transaction holds.
-func (c *Completer) record(ctx context.Context, tx pgx.Tx, q *dbsqlc.Queries, jobs []*river.Job[outbox.DeliverArgs]) error {
+func (c *Completer) record(ctx context.Context, q *dbsqlc.Queries, jobs []*river.Job[outbox.DeliverArgs]) error {
 	now := time.Now()
 	marks := dbsqlc.MarkEventsDeliveredParams{
 		Ids: make([]int64, len(jobs)), ReceivedAts: make([]time.Time, len(jobs)), Attempts: make([]int32, len(jobs)),
 	}
-	complete := &riverdriver.JobSetStateIfRunningManyParams{
-		ID: make([]int64, len(jobs)), Attempt: make([]*int, len(jobs)), ErrData: make([][]byte, len(jobs)),
-		FinalizedAt: make([]*time.Time, len(jobs)), MetadataDoMerge: make([]bool, len(jobs)),
-		MetadataUpdates: make([][]byte, len(jobs)), ScheduledAt: make([]*time.Time, len(jobs)),
-		State: make([]rivertype.JobState, len(jobs)),
-	}
+	ids := make([]int64, len(jobs))
 	for i, job := range jobs {
 		marks.Ids[i], marks.ReceivedAts[i], marks.Attempts[i] = job.Args.EventID, job.Args.ReceivedAt, int32(job.Attempt)
-		complete.ID[i], complete.FinalizedAt[i], complete.State[i] = job.ID, &now, rivertype.JobStateCompleted
+		ids[i] = job.ID
 	}
 	if err := q.MarkEventsDelivered(ctx, marks); err != nil {
 		return fmt.Errorf("error marking events delivered: %w", err)
 	}
 	// River's own completion, for many jobs at once: what
-	// river.JobCompleteTx does for one.
-	if _, err := riverpgxv5.New(nil).UnwrapExecutor(tx).JobSetStateIfRunningMany(ctx, complete); err != nil {
+	// river.JobCompleteTx does for one (see CompleteRunningJobs).
+	if err := q.CompleteRunningJobs(ctx, dbsqlc.CompleteRunningJobsParams{Ids: ids, FinalizedAt: now}); err != nil {
 		return fmt.Errorf("error completing delivery jobs: %w", err)
 	}
 	return nil

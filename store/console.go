@@ -241,6 +241,9 @@ func (s *Store) EventView(ctx context.Context, route, key string, previewBytes i
 			Errors: []outbox.AttemptError{},
 		}}
 		_ = json.Unmarshal(j.Errors, &jv.Errors)
+		for i := range jv.Errors {
+			jv.Errors[i].Error = attemptError(jv.Errors[i].Error)
+		}
 		jv.GiveUpAt, jv.Snoozes = jobMetadata(j.Metadata)
 		ev.Jobs = append(ev.Jobs, jv)
 		detail.Jobs = append(detail.Jobs, jv.JobDetail)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river/rivertype"
@@ -48,6 +49,7 @@ func (s *Store) EventByKey(ctx context.Context, route, key string) (*outbox.Even
 		for _, raw := range j.Errors {
 			var e outbox.AttemptError
 			if json.Unmarshal(raw, &e) == nil {
+				e.Error = attemptError(e.Error)
 				jd.Errors = append(jd.Errors, e)
 			}
 		}
@@ -82,4 +84,12 @@ func eventState(ev *outbox.EventDetail) outbox.EventState {
 		return outbox.EventDelivered
 	}
 	return outbox.EventUndelivered
+}
+
+// attemptError is an attempt's error as webhook-outbox wrote it: River
+// records a permanent failure (river.JobCancel) with the prefix
+// "JobCancelError: ", which says nothing to an operator. The dead_letters
+// view strips it the same way (outbox_attempt_error, migration 000020).
+func attemptError(s string) string {
+	return strings.TrimPrefix(s, "JobCancelError: ")
 }

@@ -33,7 +33,7 @@ type callResult[Out any] struct {
 	err error
 }
 
-// errShuttingDown answers calls still queued when a groupCommit closes.
+// closedError answers calls still queued when a groupCommit closes.
 type closedError struct{}
 
 func (closedError) Error() string { return "shutting down" }

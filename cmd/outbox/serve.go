@@ -10,7 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"strconv"
+	"runtime/debug"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -18,12 +18,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/riverqueue/river"
+	"go.opentelemetry.io/otel/trace"
 
 	outbox "github.com/webhook-outbox/webhook-outbox"
 	"github.com/webhook-outbox/webhook-outbox/admin"
 	"github.com/webhook-outbox/webhook-outbox/config"
 	"github.com/webhook-outbox/webhook-outbox/handler"
 	"github.com/webhook-outbox/webhook-outbox/handler/console"
+	"github.com/webhook-outbox/webhook-outbox/internal/tracing"
 	"github.com/webhook-outbox/webhook-outbox/jobs"
 	"github.com/webhook-outbox/webhook-outbox/migrations"
 	"github.com/webhook-outbox/webhook-outbox/store"
@@ -91,13 +93,6 @@ func loadServable(configPath string) (*config.Config, error) {
 	return cfg, nil
 }
 
-// envInt reads a tuning knob from the environment: 0 when unset or not a
-// number, which means the default.
-func envInt(name string) int {
-	n, _ := strconv.Atoi(os.Getenv(name))
-	return n
-}
-
 // newLogger returns the process's logger: JSON or text on w, at level.
 func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 	var lvl slog.Level
@@ -126,6 +121,10 @@ type Main struct {
 	// StatsInterval is how often the backlog and dead-letter gauges are
 	// refreshed from the database; jobs.DefaultStatsInterval when 0.
 	StatsInterval time.Duration
+	// TracerProvider records intake and delivery spans. When nil, Run
+	// builds one from the environment: exporting over OTLP when
+	// OTEL_EXPORTER_OTLP_ENDPOINT is set, recording nothing otherwise.
+	TracerProvider trace.TracerProvider
 
 	stopStats func()
 	registry  *prometheus.Registry // what /metrics serves
@@ -145,6 +144,8 @@ type Main struct {
 	limits *httpLimits
 	// testKnobs are the fault suite's settings from the environment.
 	testKnobs testKnobs
+	// flushTraces sends the spans still buffered; nil without an exporter.
+	flushTraces func(context.Context) error
 }
 
 // pauseReconcileInterval is how often serve checks that River's queue rows
@@ -207,6 +208,13 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	for _, r := range cfg.Routes {
 		routes = append(routes, r.Name)
 	}
+	if m.TracerProvider == nil && tracing.Enabled(os.Getenv) {
+		m.TracerProvider, m.flushTraces, err = tracing.NewProvider(ctx, os.Getenv, buildVersion())
+		if err != nil {
+			return err
+		}
+		logger.Info("exporting traces over OTLP")
+	}
 	registry := newRegistry()
 	m.registry = registry
 	metrics := jobs.NewMetrics(registry, routes)
@@ -223,17 +231,21 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		MaintenanceInterval: m.testKnobs.MaintenanceInterval,
 		// During a burst, intake comes first; deliveries catch up after.
 		IntakePressure: pressure,
+		TracerProvider: m.TracerProvider,
 	})
 	if err != nil {
 		return err
 	}
 	// Group commit: concurrent webhooks share transactions.
 	m.batcher = store.NewBatcher(store.NewIntake(st, m.river), store.BatcherOptions{
-		Timeout: cfg.IntakeTimeout.D(), Workers: envInt("OUTBOX_INTAKE_BATCH_WORKERS"), Pressure: pressure,
+		Timeout: cfg.IntakeTimeout.D(), Workers: m.testKnobs.IntakeBatchWorkers, Pressure: pressure,
 	})
 	intake, err := handler.NewIntake(cfg, m.batcher, logger.With("component", "intake"))
 	if err != nil {
 		return err
+	}
+	if m.TracerProvider != nil {
+		intake.SetTracerProvider(m.TracerProvider)
 	}
 	ops := admin.New(st, m.river, cfg)
 	ops.SetCircuits(func(route string) (outbox.CircuitInfo, bool) {
@@ -431,7 +443,22 @@ func (m *Main) closeResources() {
 	if m.completer != nil {
 		m.completer.Close()
 	}
+	if m.flushTraces != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := m.flushTraces(ctx); err != nil {
+			m.Logger.Warn("cannot send the last spans", "error", err)
+		}
+		cancel()
+	}
 	if m.pool != nil {
 		m.pool.Close()
 	}
+}
+
+// buildVersion is the binary's module version, for the traces' resource.
+func buildVersion() string {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		return bi.Main.Version
+	}
+	return "unknown"
 }

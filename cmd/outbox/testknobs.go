@@ -2,7 +2,10 @@ package main
 
 import (
 	"fmt"
+	"strconv"
 	"time"
+
+	"github.com/webhook-outbox/webhook-outbox/store"
 )
 
 // Test-only knobs. The fault suite's soak needs retention to run every few
@@ -10,9 +13,13 @@ import (
 // run; the config file refuses such values, rightly, for an operator. They
 // are read from the environment by serve only, never from the YAML config,
 // and serve logs a warning when one is set.
+//
+// OUTBOX_INTAKE_BATCH_WORKERS is a measurement knob, read the same way:
+// how many intake group-commit batchers run (bench/README.md).
 const (
 	envTestMaintenanceInterval = "OUTBOX_TEST_MAINTENANCE_INTERVAL"
 	envTestPartitionInterval   = "OUTBOX_TEST_PARTITION_INTERVAL"
+	envIntakeBatchWorkers      = "OUTBOX_INTAKE_BATCH_WORKERS"
 )
 
 // testKnobs are the test-only settings in effect; zero values mean unset.
@@ -21,6 +28,8 @@ type testKnobs struct {
 	MaintenanceInterval time.Duration
 	// PartitionInterval replaces event_partition_interval.
 	PartitionInterval time.Duration
+	// IntakeBatchWorkers replaces store.DefaultBatchWorkers.
+	IntakeBatchWorkers int
 }
 
 // readTestKnobs reads the test-only knobs through getenv, and says which
@@ -36,6 +45,13 @@ func readTestKnobs(getenv func(string) string) (testKnobs, error) {
 	}
 	if iv := k.PartitionInterval; iv%time.Second != 0 {
 		return k, fmt.Errorf("%s (test only) is %s: use whole seconds", envTestPartitionInterval, iv)
+	}
+	if v := getenv(envIntakeBatchWorkers); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 16 {
+			return k, fmt.Errorf("%s is %q: use a whole number from 1 to 16 (the default is %d), or unset it", envIntakeBatchWorkers, v, store.DefaultBatchWorkers)
+		}
+		k.IntakeBatchWorkers = n
 	}
 	return k, nil
 }

@@ -22,6 +22,9 @@ func TestReadTestKnobs(t *testing.T) {
 		{env: map[string]string{envTestPartitionInterval: "0s"}, wantErr: "OUTBOX_TEST_PARTITION_INTERVAL (test only) is \"0s\""},
 		{env: map[string]string{envTestPartitionInterval: "1500ms"}, wantErr: "OUTBOX_TEST_PARTITION_INTERVAL (test only) is 1.5s: use whole seconds"},
 		{env: map[string]string{envTestPartitionInterval: "48h"}, wantErr: "from 1s to 24h0m0s"},
+		{env: map[string]string{envIntakeBatchWorkers: "4"}, want: testKnobs{IntakeBatchWorkers: 4}},
+		{env: map[string]string{envIntakeBatchWorkers: "many"}, wantErr: `OUTBOX_INTAKE_BATCH_WORKERS is "many": use a whole number from 1 to 16`},
+		{env: map[string]string{envIntakeBatchWorkers: "0"}, wantErr: `OUTBOX_INTAKE_BATCH_WORKERS is "0"`},
 	}
 	for _, c := range cases {
 		got, err := readTestKnobs(func(k string) string { return c.env[k] })

@@ -35,3 +35,15 @@ SELECT id FROM river_job WHERE id = ANY(@ids::bigint[]) FOR UPDATE SKIP LOCKED;
 -- Of jobs LockDeliveryJobs skipped, those that exist: held by another
 -- transaction.
 SELECT id FROM river_job WHERE id = ANY(@ids::bigint[]);
+
+-- name: CompleteRunningJobs :exec
+-- Completes delivery jobs that are still running, as River's own
+-- completion (river.JobCompleteTx) does for one: the state and finalized_at,
+-- nothing else. When the worker then returns, River's executor finds the
+-- job no longer running and leaves it. river_job is River's table, but its
+-- schema comes through our migrations, which a test holds to River's
+-- (TestRiverMigrationsMatchRiver); River's Go driver, which would do the
+-- same, is not for user code and may change without notice.
+UPDATE river_job
+SET state = 'completed', finalized_at = @finalized_at::timestamptz
+WHERE id = ANY(@ids::bigint[]) AND state = 'running';
