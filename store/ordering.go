@@ -196,7 +196,7 @@ func blockedKeyFrom(r dbsqlc.OrderingBlockedKey) outbox.BlockedKey {
 	}
 	k.Head = &outbox.KeyHead{
 		JobID: *r.HeadJobID, EventID: deref(r.HeadEventID), Key: deref(r.HeadKey), State: deref(r.HeadState),
-		Attempt: int(deref(r.HeadAttempt)), MaxAttempts: int(deref(r.HeadMaxAttempts)), LastError: deref(r.HeadLastError),
+		Attempt: int(deref(r.HeadAttempt)), MaxAttempts: int(deref(r.HeadMaxAttempts)), LastError: attemptError(deref(r.HeadLastError)),
 		AttemptedAt: r.HeadAttemptedAt, NextAttemptAt: r.HeadNextAttemptAt, FailedAt: r.HeadFailedAt,
 	}
 	return k

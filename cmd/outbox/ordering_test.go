@@ -333,7 +333,7 @@ func TestOrderedConversations(t *testing.T) {
 			strings.Contains(string(raw), `outbox_ordering_blocked_keys{reason="dead_letter",route="conv"} 0`)
 	})
 	code, out, _ := cli(t, "ordering", "blocked", "--route", "blocking", "--config", cfgPath)
-	if code != 0 || !strings.Contains(out, "released      dead_letter  9") || !strings.Contains(out, "retried-002") || !strings.Contains(out, "422 Unprocessable Entity") {
+	if code != 0 || !strings.Contains(out, "released      dead_letter  9") || !strings.Contains(out, "retried-002") || !strings.Contains(out, "422 Unprocessable Entity") || strings.Contains(out, "JobCancelError") {
 		t.Errorf("ordering blocked: %d\n%s", code, out)
 	}
 	code, out, _ = cli(t, "routes", "list", "--config", cfgPath)
