@@ -30,7 +30,7 @@ func jobTimeouts(d time.Duration, keys ...string) func(*jobs.ClientOptions) {
 // failures is the route's current run of failures on its circuit breaker.
 func (b *bundle) failures(t *testing.T) int {
 	t.Helper()
-	st, ok := b.breakers.State("r")
+	st, ok := b.limits.Circuit("r")
 	if !ok {
 		t.Fatal("no breaker for route r")
 	}
