@@ -47,6 +47,9 @@ type options struct {
 	ordering       bool
 	orderingKeys   int
 	orderingEvents int
+	// The capacity phase (bench/capacity.go).
+	capacityOnly bool
+	capacity     capacityOptions
 }
 
 func main() {
@@ -61,6 +64,8 @@ func main() {
 	flag.BoolVar(&o.ordering, "ordering", false, "only the ordering phase: an ordered route with many keys against an unordered one")
 	flag.IntVar(&o.orderingKeys, "ordering-keys", 1000, "active ordering keys in the ordering phase")
 	flag.IntVar(&o.orderingEvents, "ordering-events", 50_000, "events in each drain of the ordering phase")
+	flag.BoolVar(&o.capacityOnly, "capacity", false, "only the capacity phase (bench/capacity.go)")
+	capacityFlags(&o.capacity)
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -105,6 +110,8 @@ type Result struct {
 	// Ordering compares an ordered route with many keys to an unordered
 	// one (bench/ordering.go).
 	Ordering *OrderingResult `json:"ordering,omitempty"`
+	// Capacity is the capacity phase (bench/capacity.go).
+	Capacity *CapacityResult `json:"capacity,omitempty"`
 }
 
 // Phase is one load phase's outcome.
@@ -143,6 +150,10 @@ func run(ctx context.Context, o options) error {
 	bin := filepath.Join(root, "bin", "outbox-bench")
 	if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/outbox").CombinedOutput(); err != nil {
 		return fmt.Errorf("go build: %v\n%s", err, out)
+	}
+
+	if o.capacityOnly {
+		return capacityOnly(ctx, o, bin, base, root)
 	}
 
 	sink := newSink()
@@ -289,8 +300,12 @@ routes:
 	if res.Ordering, err = orderingPhase(ctx, o, outboxURL, token, dbURL, sink, root); err != nil {
 		return err
 	}
+	if res.Capacity, err = capacityPhase(ctx, o, o.capacity, bin, base, root); err != nil {
+		return err
+	}
 	printTable(os.Stdout, &res)
 	printOrdering(os.Stdout, res.Ordering)
+	printCapacity(os.Stdout, res.Capacity)
 	return save(root, &res)
 }
 
