@@ -248,7 +248,7 @@ func (d *Deliverer) send(ctx context.Context, log *slog.Logger, job *river.Job[o
 	// The place comes before the circuit breaker's permit, so that no
 	// more than `concurrency` deliveries hold its permits: its bound on
 	// requests to a target that starts failing counts on it.
-	tok, ok := r.limits.limiter.Acquire(ctx, slotWait(r.cfg.Target.Timeout.D()))
+	tok, ok := r.limits.limiter.Acquire(ctx, placeWait(r.cfg.Target.Timeout.D()))
 	if !ok {
 		if ctx.Err() != nil {
 			return log, d.cutOff(ctx, log, job, r, "waiting for a place under the route's concurrency limit", nil)

@@ -30,9 +30,9 @@ const WorkersPerSlot = 4
 // attempt).
 const maxSlotWait = 5 * time.Second
 
-// slotWait is how long a delivery of a route with this target timeout
+// placeWait is how long a delivery of a route with this target timeout
 // waits for a place: about one request's worth, at most maxSlotWait.
-func slotWait(targetTimeout time.Duration) time.Duration {
+func placeWait(targetTimeout time.Duration) time.Duration {
 	return min(targetTimeout, maxSlotWait)
 }
 

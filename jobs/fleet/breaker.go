@@ -16,13 +16,12 @@ import (
 // refreshed by Run once a second and by every write, and decides from it
 // without a round trip while a circuit is closed and healthy.
 //
-// Its protocol is jobs/breaker.go's permit: Allow before sending, then
-// Record with the outcome, or Release when nothing was sent. While the
-// fleet has a run of failures on a route, this replica also counts its own
-// requests in flight and sends a new one only while failures plus those in
-// flight stay under the threshold, as the per-replica breaker does: a
-// target that starts failing sees about threshold requests per replica
-// before the circuit opens, not one per queued event.
+// Its protocol: Allow before sending, then Record with the outcome, or
+// Release when nothing was sent. While the fleet has a run of failures on
+// a route, this replica also counts its own requests in flight and sends a
+// new one only while failures plus those in flight stay under the
+// threshold: a target that starts failing sees about threshold requests
+// per replica before the circuit opens, not one per queued event.
 //
 // When Postgres cannot be reached, failures and successes still move the
 // local copy, so each replica keeps protecting the target on its own.
