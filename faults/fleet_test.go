@@ -235,16 +235,17 @@ func TestFleetAdaptiveFindsCapacity(t *testing.T) {
 }
 
 // TestFleetLatencyJumps: the target's latency jumps tenfold for 5 s every
-// 20 s. It answers in 20 ms + 20 ms × its requests in flight, so that
-// more in flight is slower, and the adaptive limit settles where latency
-// stays near its unloaded value. During each jump the target gets fewer
-// requests in flight than in the 5 s before it: the limit backs off.
+// 20 s. It answers in 100 ms + 2 ms × its requests in flight, so that the
+// adaptive limit reaches the route's concurrency between jumps. During
+// each jump the target gets fewer requests in flight than in the 5 s
+// before it: the limit backs off, rather than keeping the slowed target
+// as busy as before.
 func TestFleetLatencyJumps(t *testing.T) {
 	suite(t)
 	const (
 		period, length, offset = 20 * time.Second, 5 * time.Second, 15 * time.Second
 		jumps                  = 2
-		events                 = 2400
+		events                 = 3600
 	)
 	dbURL := shared(t).database(t, "fleet_jumps")
 	var (
@@ -264,14 +265,14 @@ func TestFleetLatencyJumps(t *testing.T) {
 	tg := newTarget(t, func(*http.Request) (int, <-chan struct{}) {
 		n := inflight.Add(1)
 		defer inflight.Add(-1)
-		d := 20*time.Millisecond + time.Duration(n)*20*time.Millisecond
+		d := 100*time.Millisecond + time.Duration(n)*2*time.Millisecond
 		if jumping(time.Now()) {
 			d *= 10
 		}
 		time.Sleep(d)
 		return http.StatusOK, nil
 	})
-	replicas, cfgPath := fleet(t, 2, dbURL, route("hooks", "/hooks", "10s", `    concurrency: 16`), tg)
+	replicas, cfgPath := fleet(t, 2, dbURL, route("hooks", "/hooks", "10s", `    concurrency: 8`), tg)
 	routesCmd(t, cfgPath, "pause", "hooks")
 	keys := queue(t, replicas, events, "jumps")
 	p := pool(t, dbURL)
@@ -322,7 +323,7 @@ func TestFleetLatencyJumps(t *testing.T) {
 	if state == 0 {
 		t.Errorf("the backlog ran out before the last jump ended: the comparison needs a backlog throughout; queue more events")
 	}
-	figure(t, "2 replicas, concurrency 16 adaptive, latency ×10 for 5 s every 20 s: mean in flight before → during each jump: %v; %d events still queued at the end", rows, state)
+	figure(t, "2 replicas, concurrency 8 adaptive, target 100 ms + 2 ms × in-flight, latency ×10 for 5 s every 20 s: mean in flight before → during each jump: %v; %d events still queued at the end", rows, state)
 }
 
 // waiting counts the route's deliveries not yet done.
