@@ -279,11 +279,11 @@ func TestFaultToleranceKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := cfg.Routes[0]
-	if cfg.MaxInflightRequests != 64 || r.RateLimit != 2.5 || r.CircuitBreaker.Failures != 3 ||
-		r.CircuitBreaker.Cooldown.D() != 10*time.Minute || r.CircuitBreaker.MaxCooldown.D() != 10*time.Minute {
-		t.Errorf("got max_inflight_requests %d, rate_limit %v, circuit_breaker %d/%s/%s", cfg.MaxInflightRequests, r.RateLimit,
-			r.CircuitBreaker.Failures, r.CircuitBreaker.Cooldown.D(), r.CircuitBreaker.MaxCooldown.D())
-	}
+	assert.Equal(t, 64, cfg.MaxInflightRequests, "max_inflight_requests")
+	assert.Equal(t, 2.5, r.RateLimit, "rate_limit")
+	assert.Equal(t, 3, r.CircuitBreaker.Failures, "circuit_breaker.failures")
+	assert.Equal(t, 10*time.Minute, r.CircuitBreaker.Cooldown.D(), "circuit_breaker.cooldown")
+	assert.Equal(t, 10*time.Minute, r.CircuitBreaker.MaxCooldown.D(), "circuit_breaker.max_cooldown")
 }
 
 // TestAdaptiveConcurrencySwitch reads adaptive_concurrency: on unless set

@@ -235,8 +235,8 @@ func TestAdminDeadLettersListFilterAndPage(t *testing.T) {
 			if seen[d.JobID] {
 				t.Fatalf("job %d on two pages", d.JobID)
 			}
-			if !last.IsZero() && d.FailedAt.After(last) {
-				t.Errorf("not newest first: %s after %s", d.FailedAt, last)
+			if !last.IsZero() {
+				assert.False(t, d.FailedAt.After(last), "not newest first: %s after %s", d.FailedAt, last)
 			}
 			seen[d.JobID], last = true, d.FailedAt
 		}

@@ -235,9 +235,8 @@ func TestLogsCarryIDsAndNoSecrets(t *testing.T) {
 func requireFields(t *testing.T, l map[string]any, fields ...string) {
 	t.Helper()
 	for _, f := range fields {
-		if v, ok := l[f]; !ok || v == "" || v == nil {
-			t.Errorf("log line %q has no %s: %v", l["msg"], f, l)
-		}
+		assert.NotNil(t, l[f], "log line %q has no %s: %v", l["msg"], f, l) // missing or null
+		assert.NotEqual(t, "", l[f], "log line %q has an empty %s: %v", l["msg"], f, l)
 	}
 }
 
