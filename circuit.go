@@ -25,8 +25,8 @@ type CircuitInfo struct {
 	// Since is when the circuit entered State; nil for a circuit that has
 	// not failed since Postgres last started (its state is not kept
 	// across a crash).
-	Since               *time.Time   `json:"since,omitempty"`
-	OpenUntil           *time.Time   `json:"open_until,omitempty"`
-	ConsecutiveFailures int          `json:"consecutive_failures"`
-	LastError           string       `json:"last_error,omitempty"`
+	Since               *time.Time `json:"since,omitempty"`
+	OpenUntil           *time.Time `json:"open_until,omitempty"`
+	ConsecutiveFailures int        `json:"consecutive_failures"`
+	LastError           string     `json:"last_error,omitempty"`
 }
