@@ -46,7 +46,7 @@ type capacityOptions struct {
 
 // capacityFlags registers the phase's flags.
 func capacityFlags(c *capacityOptions) {
-	flag.IntVar(&c.events, "capacity-events", 400, "queued events in the capacity phase")
+	flag.IntVar(&c.events, "capacity-events", 400, "queued events in the capacity phase (0: only the drain comparison)")
 	flag.IntVar(&c.concurrency, "capacity-concurrency", 32, "the capacity route's concurrency (the adaptive limit's ceiling)")
 	flag.DurationVar(&c.base, "capacity-base", 20*time.Millisecond, "the capacity target's latency with nothing else in flight, less one k")
 	flag.DurationVar(&c.perIn, "capacity-k", 10*time.Millisecond, "the capacity target's added latency per request in flight")
@@ -242,7 +242,11 @@ func capacityPhase(ctx context.Context, o options, c capacityOptions, bin, base,
 	// The same route but for adaptive_concurrency; a short breaker
 	// cooldown, so that the fixed width's refusals cost seconds, not
 	// minutes, and enough attempts that none becomes a dead letter.
-	for _, mode := range []string{"fixed", "adaptive"} {
+	modes := []string{"fixed", "adaptive"}
+	if c.events <= 0 {
+		modes = nil // only the drain comparison
+	}
+	for _, mode := range modes {
 		logf("capacity: %d events, concurrency %d %s, target %s", c.events, c.concurrency, mode, res.Target)
 		tg.reset()
 		settings := fmt.Sprintf(`    concurrency: %d
