@@ -376,17 +376,15 @@ func (l *Limiter) endRoundLocked(now time.Time) {
 	out.Congested = r.congested()
 
 	old := l.limit
-	limit := l.alg.Update(old, out)
-	if limit < old && l.capped >= 1 && old > float64(l.capped) {
+	if l.capped >= 1 && old > float64(l.capped) {
 		// The round ran under the cap (the replica's share of the fleet's
-		// concurrency), not under the limiter's own limit: a decrease
-		// applies to what was in force, or a rise of latency must first
-		// halve away headroom that was never used before it slows
-		// anything. Growth is left alone, so that the limiter can ask its
-		// lease for more. A cap of 0 (a lease lapsing) says nothing about
-		// the target.
-		limit *= float64(l.capped) / old
+		// concurrency), not under the limiter's own limit: move from what
+		// was in force, or a drop of latency must first halve away
+		// headroom that was never used before it slows anything. A cap of
+		// 0 (a lease lapsing) says nothing about the target.
+		old = float64(l.capped)
 	}
+	limit := l.alg.Update(old, out)
 	if l.slowStart {
 		limit = l.slowStartLocked(old, limit, out)
 	}
