@@ -376,12 +376,18 @@ func (l *Limiter) endRoundLocked(now time.Time) {
 	out.Congested = r.congested()
 
 	old := l.limit
-	if l.capped >= 1 && old > float64(l.capped) {
+	if l.capped >= 1 && l.ownLocked() > l.capped {
 		// The round ran under the cap (the replica's share of the fleet's
 		// concurrency), not under the limiter's own limit: move from what
 		// was in force, or a drop of latency must first halve away
 		// headroom that was never used before it slows anything. A cap of
-		// 0 (a lease lapsing) says nothing about the target.
+		// 0 (a lease lapsing) says nothing about the target. A cap equal
+		// to the own limit's whole places is not in force over it: the
+		// lease grants what the limiter asks for, its own limit rounded
+		// down, and clamping to that would throw away every round's
+		// growth of less than one place, which is all the gradient allows
+		// at a limit of 1 (1 × Tolerance): the limit would stay at 1 for
+		// good.
 		old = float64(l.capped)
 	}
 	limit := l.alg.Update(old, out)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -403,5 +404,39 @@ func TestCappedLimitBacksOffFromTheCap(t *testing.T) {
 	}
 	if s := l.Stats(); s.Own > 2 {
 		t.Fatalf("after a congested round under a cap of 4 the own limit is %d, want at most 2 (half the cap, not half of 16)", s.Own)
+	}
+}
+
+// TestCappedLimitGrowsBackFromOne: a replica whose lease grants what it
+// asks for (its own limit, whole places) grows back to the ceiling after a
+// latency jump drove it to 1. At a limit of 1 the gradient's growth is
+// less than a whole place per round; the cap, which is the limit rounded
+// down, must not throw that fraction away every round, or the limit stays
+// at 1 for good (TestFleetLatencyJumps's second jump).
+func TestCappedLimitGrowsBackFromOne(t *testing.T) {
+	t.Parallel()
+	c := &fakeClock{now: simStart}
+	l := New(Config{Ceiling: 8, Algorithm: NewGradient(), Clock: c.Now})
+	lease := func() { l.SetCap(l.Demand(time.Minute)) } // a lease with room to spare
+	batch := func(rtt time.Duration) {
+		lease()
+		serve(c, l, fill(l), rtt, Answered)
+	}
+	for range 20 {
+		batch(100 * time.Millisecond)
+	}
+	if got := l.Limit(); got != 8 {
+		t.Fatalf("after slow start the limit is %d, want the ceiling 8", got)
+	}
+	for l.Stats().Own > 1 {
+		batch(time.Second)
+	}
+	var limits []int
+	for range 40 {
+		batch(100 * time.Millisecond)
+		limits = append(limits, l.Limit())
+	}
+	if slices.Max(limits) < 8 {
+		t.Fatalf("limits in 40 round trips after latency came back from a jump: %v; want back at the ceiling 8", limits)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"container/heap"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"time"
 )
 
@@ -163,6 +164,14 @@ type simConfig struct {
 	events   int
 	horizon  time.Duration
 	seed     uint64
+	// phase is where the run starts on the wall clock past a multiple of
+	// the probe interval: a real run starts anywhere between two probes.
+	phase time.Duration
+	// leases caps each replica's limiter at its share of the ceiling, as
+	// the fleet leases do, renewed every simLeaseEvery; without it the
+	// ceiling caps the fleet's requests in flight exactly and no limiter
+	// is capped.
+	leases bool
 }
 
 // simResult is what a run measured.
@@ -257,6 +266,7 @@ const (
 	simLoad           = time.Millisecond
 	simRecord         = 2 * time.Millisecond
 	simWorkersPerSlot = 4
+	simLeaseEvery     = 250 * time.Millisecond
 	simBreakerFails   = 5
 	simBreakerCool    = 30 * time.Second
 	simBreakerMaxCool = 5 * time.Minute
@@ -380,10 +390,11 @@ func (b *simBreaker) set(s string) {
 
 // simulate runs one configuration to its end.
 func simulate(cfg simConfig) simResult {
-	d := &des{now: simStart}
+	start := simStart.Add(cfg.phase)
+	d := &des{now: start}
 	rng := rand.New(rand.NewPCG(cfg.seed, 42))
 	var res simResult
-	since := func() time.Duration { return d.now.Sub(simStart) }
+	since := func() time.Duration { return d.now.Sub(start) }
 
 	replicas := make([]*simReplica, cfg.replicas)
 	for i := range replicas {
@@ -405,7 +416,7 @@ func simulate(cfg simConfig) simResult {
 
 	queue := &jobQueue{}
 	for i := range cfg.events {
-		heap.Push(queue, &simJob{id: i, availableAt: simStart})
+		heap.Push(queue, &simJob{id: i, availableAt: start})
 	}
 	finished := 0
 	fleetInFlight := 0 // places held across replicas: the fleet lease
@@ -529,7 +540,7 @@ func simulate(cfg simConfig) simResult {
 		})
 	}
 
-	start := func(r *simReplica, j *simJob) {
+	startJob := func(r *simReplica, j *simJob) {
 		j.attempt++
 		for len(r.waiting) > 0 && r.waiting[0].done {
 			r.waiting = r.waiting[1:]
@@ -559,7 +570,7 @@ func simulate(cfg simConfig) simResult {
 		for r.idle > 0 && queue.Len() > 0 && !(*queue)[0].availableAt.After(d.now) {
 			j := heap.Pop(queue).(*simJob)
 			r.idle--
-			start(r, j)
+			startJob(r, j)
 		}
 		trackLimit()
 		if finished < cfg.events {
@@ -569,14 +580,73 @@ func simulate(cfg simConfig) simResult {
 	for i, r := range replicas {
 		d.after(time.Duration(i)*7*time.Millisecond, func() { fetch(r) })
 	}
+	// The fleet leases (jobs/fleet), with cfg.leases: every simLeaseEvery each replica's
+	// limiter is capped at its max-min fair share of the ceiling, given
+	// what each demands, as outbox_fleet_lease grants it.
+	var lease func()
+	lease = func() {
+		want := make([]int, len(replicas))
+		for i, r := range replicas {
+			want[i] = r.lim.Demand(2 * time.Second)
+		}
+		for i, share := range fairShares(want, cfg.ceiling) {
+			replicas[i].lim.SetCap(share)
+		}
+		trackLimit()
+		tryGrant()
+		if finished < cfg.events {
+			d.after(simLeaseEvery, lease)
+		}
+	}
+	if cfg.leases {
+		lease()
+	}
 
-	d.run(simStart.Add(cfg.horizon), func() bool { return finished == cfg.events })
+	d.run(start.Add(cfg.horizon), func() bool { return finished == cfg.events })
 	res.breakerOpened = br.opened
 	res.end = min(since(), cfg.horizon)
 	for _, r := range replicas {
 		res.finalLimits = append(res.finalLimits, r.lim.Limit())
 	}
 	return res
+}
+
+// fairShares splits ceiling among wants, max-min fair: small wants are met
+// in full, the rest split what is left evenly (the first getting one more
+// when it does not divide), no one more than it wants.
+func fairShares(want []int, ceiling int) []int {
+	out := make([]int, len(want))
+	idx := make([]int, len(want))
+	for i := range idx {
+		idx[i] = i
+	}
+	slices.SortStableFunc(idx, func(a, b int) int { return want[a] - want[b] })
+	remaining, unsatisfied := ceiling, 0
+	for _, w := range want {
+		if w > 0 {
+			unsatisfied++
+		}
+	}
+	for k, i := range idx {
+		if want[i] <= 0 {
+			continue
+		}
+		if want[i]*unsatisfied > remaining {
+			level, extra := remaining/unsatisfied, remaining%unsatisfied
+			for _, j := range idx[k:] {
+				out[j] = min(level, want[j])
+				if extra > 0 {
+					out[j] = min(level+1, want[j])
+					extra--
+				}
+			}
+			return out
+		}
+		out[i] = want[i]
+		remaining -= want[i]
+		unsatisfied--
+	}
+	return out
 }
 
 // randDur is a uniform duration in [0, d).

@@ -351,3 +351,31 @@ func TestSimulate(t *testing.T) {
 		})
 	}
 }
+
+// TestSimulateFleetJumps is TestFleetLatencyJumps's setting in the
+// simulation, with the fleet leases modelled: 2 replicas sharing
+// concurrency 8, a target answering in 100 ms + 2 ms × in-flight, ten
+// times slower for 5 s every 20 s from 15 s on. Each replica's lease
+// grants what its limiter asks for, its limit rounded down; a jump drives
+// both limits down to 1. Each jump must find fewer requests in flight
+// than the 5 s before it, wherever the run starts between two baseline
+// probes (every 10 s on the wall clock): the limits must grow back from 1
+// between jumps.
+func TestSimulateFleetJumps(t *testing.T) {
+	t.Parallel()
+	const horizon = 41 * time.Second
+	for phase := time.Duration(0); phase < 10*time.Second; phase += 500 * time.Millisecond {
+		r := simulate(simConfig{
+			target:   jumpTarget(100*time.Millisecond, 2*time.Millisecond, 10, jumpPeriod, jumpLength, jumpOffset),
+			alg:      func() Algorithm { return NewGradient() },
+			replicas: 2, ceiling: 8, events: 100_000, horizon: horizon, seed: 1, phase: phase, leases: true,
+		})
+		before, during := jumps(r, horizon)
+		for i := range before {
+			if !(during[i] < before[i]) || before[i] < 4 {
+				t.Errorf("start %v past a probe: jump %d: %.1f in flight before → %.1f during; want fewer during, and at least half the concurrency before",
+					phase, i+1, before[i], during[i])
+			}
+		}
+	}
+}
