@@ -379,3 +379,42 @@ func TestSimulateFleetJumps(t *testing.T) {
 		}
 	}
 }
+
+// TestSimulateWithLeases runs the capacity and healthy scenarios with the
+// fleet leases modelled (each limiter capped at its share, renewed every
+// 250 ms): the capacity targets still hold, and a healthy target's
+// drain is not held back by the share following the limit (the lease asks
+// for room to grow).
+func TestSimulateWithLeases(t *testing.T) {
+	t.Parallel()
+	run := func(name string, seed uint64, alg func() Algorithm) simResult {
+		for _, sc := range scenarios {
+			if sc.name == name {
+				cfg := sc.cfg
+				cfg.alg, cfg.seed, cfg.leases = alg, seed, true
+				return simulate(cfg)
+			}
+		}
+		t.Fatalf("no scenario %s", name)
+		return simResult{}
+	}
+	gradient := func() Algorithm { return NewGradient() }
+	for seed := uint64(1); seed <= 3; seed++ {
+		for _, name := range []string{"capacity", "capacity, noisy", "replicas", "replicas, long", "flat, refusing"} {
+			r := run(name, seed, gradient)
+			n := r.delivered + r.dead
+			if r.dead != 0 || r.refused*10 > r.requests {
+				t.Errorf("seed %d, %s: %d dead letters, %d of %d requests refused; want none and at most 10%%", seed, name, r.dead, r.refused, r.requests)
+			}
+			if ideal := capIdeal * time.Duration(n) / 400; name != "flat, refusing" && (r.drained == 0 || r.drained > 3*ideal) {
+				t.Errorf("seed %d, %s: drained in %v, want within 3 × the ideal %v", seed, name, r.drained, ideal)
+			}
+		}
+		for _, name := range []string{"healthy", "healthy, noisy"} {
+			r, fixed := run(name, seed, gradient), run(name, seed, nil)
+			if r.drained == 0 || r.drained > fixed.drained*125/100 {
+				t.Errorf("seed %d, %s: drained in %v, want within 25%% of a fixed limit's %v", seed, name, r.drained, fixed.drained)
+			}
+		}
+	}
+}
