@@ -49,6 +49,7 @@ type Deliverer struct {
 
 	store     *store.Store
 	completer *store.Completer
+	events    *store.EventLoader // loads the events of concurrent deliveries in shared queries
 	pressure  *store.IntakePressure // nil: never yield
 	routes    map[string]*route
 	client    *http.Client
@@ -94,6 +95,7 @@ func NewDeliverer(st *store.Store, cfg *config.Config, logger *slog.Logger) (*De
 	}
 	return &Deliverer{
 		store:       st,
+		events:      store.NewEventLoader(st, eventLoaders, eventLoadBatch, eventLoadTimeout),
 		routes:      routes,
 		client:      newHTTPClient(),
 		logger:      logger,
@@ -103,6 +105,14 @@ func NewDeliverer(st *store.Store, cfg *config.Config, logger *slog.Logger) (*De
 		rescueAfter: RescueAfter(cfg),
 	}, nil
 }
+
+// The event loader's settings: two queries at once of up to 256 events, as
+// many as a River fetch hands out; each bounded like a delivery's request.
+const (
+	eventLoaders     = 2
+	eventLoadBatch   = 256
+	eventLoadTimeout = 10 * time.Second
+)
 
 // Breakers returns the routes' circuit breakers on this replica, for the
 // routes listing and metrics.
@@ -223,7 +233,7 @@ func (d *Deliverer) Work(ctx context.Context, job *river.Job[outbox.DeliverArgs]
 // log with the attempt's outcome added.
 func (d *Deliverer) send(ctx context.Context, log *slog.Logger, job *river.Job[outbox.DeliverArgs], r *route, holdsSlot *bool) (*slog.Logger, error) {
 	d.yieldToIntake(ctx)
-	ev, err := d.store.EventForDelivery(ctx, job.Args.EventID, job.Args.ReceivedAt)
+	ev, err := d.events.Load(ctx, job.Args.EventID, job.Args.ReceivedAt)
 	if outbox.ErrorCode(err) == outbox.ENOTFOUND {
 		log.Error("event is no longer stored; cancelling delivery")
 		return log, river.JobCancel(fmt.Errorf("event %d is no longer stored, so there is nothing to deliver", job.Args.EventID))
