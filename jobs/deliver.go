@@ -49,7 +49,7 @@ type Deliverer struct {
 
 	store     *store.Store
 	completer *store.Completer
-	events    *store.EventLoader // loads the events of concurrent deliveries in shared queries
+	events    *store.EventLoader    // loads the events of concurrent deliveries in shared queries
 	pressure  *store.IntakePressure // nil: never yield
 	routes    map[string]*route
 	client    *http.Client
