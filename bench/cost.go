@@ -247,7 +247,7 @@ func sustainedPhase(ctx context.Context, gen *generator, dbURL string, outboxPID
 			case <-tick.C:
 				var n int64
 				if err == nil {
-					_ = c.QueryRow(ctx, `SELECT count(*) FROM river_job WHERE kind = 'deliver' AND state IN ('available', 'pending', 'running', 'retryable', 'scheduled')`).Scan(&n)
+					_ = c.QueryRow(ctx, `SELECT count(*) FROM river_job WHERE kind = 'deliver' AND queue <> 'pgbench' AND state IN ('available', 'pending', 'running', 'retryable', 'scheduled')`).Scan(&n)
 				}
 				samples = append(samples, BacklogSample{AtSeconds: time.Since(start).Round(time.Second).Seconds(), Jobs: n})
 			}
