@@ -444,12 +444,17 @@ func (d *Deliverer) yieldToIntake(ctx context.Context) {
 	if !d.pressure.Busy() {
 		return
 	}
+	// Sleep until the pressure would end, then look again: a wake-up per
+	// pressure window, not a poll every few milliseconds by each of
+	// hundreds of workers.
 	deadline := time.Now().Add(maxYield)
 	for d.pressure.Busy() && time.Now().Before(deadline) {
+		wake := time.NewTimer(min(time.Until(d.pressure.BusyUntil()), time.Until(deadline)) + time.Millisecond)
 		select {
 		case <-ctx.Done():
+			wake.Stop()
 			return
-		case <-time.After(25 * time.Millisecond):
+		case <-wake.C:
 		}
 	}
 }
