@@ -28,8 +28,8 @@ type groupCommit[In, Out any] struct {
 type pendingCall[In, Out any] struct {
 	ctx    context.Context
 	queued time.Time
-	in   In
-	done chan callResult[Out]
+	in     In
+	done   chan callResult[Out]
 }
 
 type callResult[Out any] struct {
