@@ -217,9 +217,9 @@ func TestBatchesSharingKeysInOppositeOrders(t *testing.T) {
 	b.keysMatchEvents(t)
 }
 
-// TestEventByKeyThroughTheKeyTable: an operator's lookup by key finds the
+// TestEventByKeyInOldAndRetainedEvents: an operator's lookup by key finds the
 // event in an old partition and in events_retained.
-func TestEventByKeyThroughTheKeyTable(t *testing.T) {
+func TestEventByKeyInOldAndRetainedEvents(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()

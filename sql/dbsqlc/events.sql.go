@@ -43,10 +43,9 @@ func (q *Queries) EnsurePartitions(ctx context.Context, arg EnsurePartitionsPara
 }
 
 const getEventByKey = `-- name: GetEventByKey :one
-SELECT e.id, e.route, e.key, e.received_at, e.content_type, e.headers, e.body, e.delivered_at, e.delivery_attempts, e.ordering_key
-FROM event_keys k
-JOIN events e ON e.id = k.event_id AND e.received_at = k.received_at
-WHERE k.route = $1 AND k.key = $2
+SELECT id, route, key, received_at, content_type, headers, body, delivered_at, delivery_attempts, ordering_key
+FROM events
+WHERE route = $1 AND key = $2
 `
 
 type GetEventByKeyParams struct {

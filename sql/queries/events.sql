@@ -48,10 +48,9 @@ FROM events
 WHERE id = @id AND received_at = @received_at;
 
 -- name: GetEventByKey :one
-SELECT e.id, e.route, e.key, e.received_at, e.content_type, e.headers, e.body, e.delivered_at, e.delivery_attempts, e.ordering_key
-FROM event_keys k
-JOIN events e ON e.id = k.event_id AND e.received_at = k.received_at
-WHERE k.route = @route AND k.key = @key;
+SELECT id, route, key, received_at, content_type, headers, body, delivered_at, delivery_attempts, ordering_key
+FROM events
+WHERE route = @route AND key = @key;
 
 -- name: GetEventsForDelivery :many
 -- A batch of GetEventForDelivery: received_at prunes each lookup to its
