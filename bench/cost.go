@@ -275,6 +275,8 @@ func sustainedPhase(ctx context.Context, gen *generator, dbURL string, outboxPID
 	if pgss {
 		rows, err := conn.Query(ctx, `SELECT regexp_replace(query, '\s+', ' ', 'g'), calls::bigint, total_exec_time
 			FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+			  -- Not the bench's own backlog counts.
+			  AND query NOT LIKE '%queue <> %'
 			ORDER BY total_exec_time DESC`)
 		if err != nil {
 			return nil, err
