@@ -48,6 +48,8 @@ type options struct {
 	partitions  int
 	// withOrdering runs the ordering phase after the others.
 	withOrdering bool
+	// retentionOnly runs only the retention phase.
+	retentionOnly bool
 	// The ordering phase (bench/ordering.go).
 	ordering       bool
 	orderingKeys   int
@@ -63,6 +65,7 @@ func main() {
 	flag.IntVar(&o.rounds, "rounds", 3, "rounds of the closed loop against both pgbench baselines; the medians are reported")
 	flag.IntVar(&o.partitions, "partitions", 35, "events partitions in the second half of the retention phase")
 	flag.BoolVar(&o.withOrdering, "with-ordering", false, "run the ordering phase too, at the end (about 7 minutes)")
+	flag.BoolVar(&o.retentionOnly, "retention-only", false, "only the retention phase: intake with few partitions, then with -partitions")
 	flag.IntVar(&o.backlog, "backlog", 100_000, "events in the drain test")
 	flag.Float64Var(&o.dupShare, "duplicates", 0.05, "share of requests that repeat an earlier key")
 	flag.IntVar(&o.concurrency, "concurrency", 64, "the bench route's delivery concurrency")
@@ -235,6 +238,13 @@ routes:
 
 	pause := func() error { return admin(ctx, outboxURL, token, "/admin/v1/routes/bench/pause") }
 	resume := func() error { return admin(ctx, outboxURL, token, "/admin/v1/routes/bench/resume") }
+	if o.retentionOnly {
+		if res.Retention, err = retentionPhase(ctx, o, gen, dbURL, pause, resume, o.partitions, 2000); err != nil {
+			return err
+		}
+		printCost(os.Stdout, &res)
+		return save(root, &res)
+	}
 
 	// The closed loop with deliveries running against both pgbench
 	// baselines, in rounds; each ratio is the rounds' median.
