@@ -15,13 +15,13 @@ run: build
 
 ## test: run every test with the race detector against a real Postgres, then the fault-injection suite
 test:
-	@url=$$(scripts/devdb.sh) && TEST_DATABASE_URL="$$url" $(GO) test -race -count=1 ./...
+	@url=$$(scripts/devdb.sh) && TEST_DATABASE_URL="$$url" $(GO) test -race -count=1 -timeout 30m ./...
 	@$(MAKE) --no-print-directory test-faults
 
 ## test-faults: the fault-injection suite: the real binary, SIGKILLs, Postgres crashes, failing and hanging
 ## targets, on Postgres clusters of its own; its cases run in parallel, in about two minutes
 test-faults:
-	OUTBOX_FAULTS=1 $(GO) test -race -count=1 -v -parallel 8 -timeout 8m ./faults/
+	OUTBOX_FAULTS=1 $(GO) test -race -count=1 -v -parallel 8 -timeout 15m ./faults/
 
 ## bench: measure intake and delivery against pgbench baselines (see bench/README.md)
 bench:

@@ -1,8 +1,10 @@
 package outbox
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"net"
 )
 
 // Error codes. Each says who can fix the problem, which decides the HTTP
@@ -77,4 +79,13 @@ func ErrorMessage(err error) string {
 		return e.Message
 	}
 	return "internal error; the details are in the server log"
+}
+
+// IsTimeout reports whether err came from a deadline: a context's, or a
+// network operation's (a socket read or write deadline, a dial timeout), as
+// the HTTP server, the HTTP client and pgx report them. pgx wraps both kinds
+// in its own timeout error, which unwraps to them.
+func IsTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
 }

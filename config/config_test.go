@@ -6,6 +6,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 const token = "0123456789abcdef0123456789abcdef"
@@ -109,9 +112,8 @@ routes:
 	if r.Target.Headers["Authorization"] != "Bearer abc" {
 		t.Errorf("target header = %q", r.Target.Headers["Authorization"])
 	}
-	if len(r.IdempotencyKey) != 2 || r.IdempotencyKey[1].Header != "webhook-id" {
-		t.Errorf("idempotency_key = %+v", r.IdempotencyKey)
-	}
+	require.Len(t, r.IdempotencyKey, 2, "idempotency_key = %+v", r.IdempotencyKey)
+	assert.Equal(t, "webhook-id", r.IdempotencyKey[1].Header, "idempotency_key = %+v", r.IdempotencyKey)
 	if cfg.DatabaseURL != "postgres://x@db/outbox" {
 		t.Errorf("database_url = %q", cfg.DatabaseURL)
 	}
@@ -138,9 +140,8 @@ func TestOverrides(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.DatabaseURL != "postgres://other/db" || cfg.Listen != "127.0.0.1:9999" {
-		t.Errorf("overrides not applied: %q %q", cfg.DatabaseURL, cfg.Listen)
-	}
+	assert.Equal(t, "postgres://other/db", cfg.DatabaseURL, "override not applied")
+	assert.Equal(t, "127.0.0.1:9999", cfg.Listen, "override not applied")
 }
 
 func TestRetentionForever(t *testing.T) {
@@ -149,9 +150,8 @@ func TestRetentionForever(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !cfg.DeadLetterRetention.Forever() || cfg.DeadLetterRetention.String() != "forever" {
-		t.Errorf("dead_letter_retention: forever reads as %v", cfg.DeadLetterRetention)
-	}
+	assert.True(t, cfg.DeadLetterRetention.Forever(), "dead_letter_retention: forever reads as %v", cfg.DeadLetterRetention)
+	assert.Equal(t, "forever", cfg.DeadLetterRetention.String(), "dead_letter_retention: forever")
 }
 
 func TestDollarEscape(t *testing.T) {
@@ -279,11 +279,11 @@ func TestFaultToleranceKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := cfg.Routes[0]
-	if cfg.MaxInflightRequests != 64 || r.RateLimit != 2.5 || r.CircuitBreaker.Failures != 3 ||
-		r.CircuitBreaker.Cooldown.D() != 10*time.Minute || r.CircuitBreaker.MaxCooldown.D() != 10*time.Minute {
-		t.Errorf("got max_inflight_requests %d, rate_limit %v, circuit_breaker %d/%s/%s", cfg.MaxInflightRequests, r.RateLimit,
-			r.CircuitBreaker.Failures, r.CircuitBreaker.Cooldown.D(), r.CircuitBreaker.MaxCooldown.D())
-	}
+	assert.Equal(t, 64, cfg.MaxInflightRequests, "max_inflight_requests")
+	assert.Equal(t, 2.5, r.RateLimit, "rate_limit")
+	assert.Equal(t, 3, r.CircuitBreaker.Failures, "circuit_breaker.failures")
+	assert.Equal(t, 10*time.Minute, r.CircuitBreaker.Cooldown.D(), "circuit_breaker.cooldown")
+	assert.Equal(t, 10*time.Minute, r.CircuitBreaker.MaxCooldown.D(), "circuit_breaker.max_cooldown")
 }
 
 // TestAdaptiveConcurrencySwitch reads adaptive_concurrency: on unless set
@@ -299,9 +299,9 @@ func TestAdaptiveConcurrencySwitch(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%q: %v", c.line, err)
 		}
-		if r := cfg.Routes[0]; r.Adaptive() != c.want || r.Concurrency != 4 {
-			t.Errorf("%q: adaptive %v, concurrency %d; want %v, 4", c.line, r.Adaptive(), r.Concurrency, c.want)
-		}
+		r := cfg.Routes[0]
+		assert.Equal(t, c.want, r.Adaptive(), "%q: adaptive", c.line)
+		assert.EqualValues(t, 4, r.Concurrency, "%q: concurrency", c.line)
 	}
 }
 
@@ -342,9 +342,7 @@ func TestPath(t *testing.T) {
 func TestLoadMissingFile(t *testing.T) {
 	t.Parallel()
 	_, err := Load(filepath.Join(t.TempDir(), "nope.yaml"))
-	if err == nil || !strings.Contains(err.Error(), "does not exist: pass --config PATH or set OUTBOX_CONFIG") {
-		t.Errorf("err = %v", err)
-	}
+	assert.ErrorContains(t, err, "does not exist: pass --config PATH or set OUTBOX_CONFIG")
 }
 
 func TestExampleConfigIsValid(t *testing.T) {

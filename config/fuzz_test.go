@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"os"
 	"testing"
+
+	"github.com/stretchr/testify/require"
 )
 
 // FuzzParse feeds arbitrary documents to Parse. It must never panic; what it
@@ -36,14 +38,15 @@ func FuzzParse(f *testing.F) {
 			}
 			return
 		}
-		if cfg.DatabaseURL == "" || len(cfg.Routes) == 0 || (!cfg.DisableAdmin && len(cfg.AdminToken) < MinAdminTokenBytes) {
-			t.Fatalf("accepted an incomplete config: %+v", cfg)
+		require.NotEmpty(t, cfg.DatabaseURL, "accepted an incomplete config: %+v", cfg)
+		require.NotEmpty(t, cfg.Routes, "accepted an incomplete config: %+v", cfg)
+		if !cfg.DisableAdmin {
+			require.GreaterOrEqual(t, len(cfg.AdminToken), MinAdminTokenBytes, "accepted an incomplete config: %+v", cfg)
 		}
 		seen := map[string]bool{}
 		for _, r := range cfg.Routes {
-			if !RouteNamePattern.MatchString(r.Name) || seen[r.Name] {
-				t.Fatalf("accepted route name %q", r.Name)
-			}
+			require.True(t, RouteNamePattern.MatchString(r.Name), "accepted route name %q", r.Name)
+			require.False(t, seen[r.Name], "accepted route name %q twice", r.Name)
 			seen[r.Name] = true
 			modes := 0
 			for _, set := range []bool{r.Auth.None, r.Auth.Basic != nil, r.Auth.Header != nil, r.Auth.HMAC != nil, r.Auth.StandardWebhooks != nil} {
@@ -54,16 +57,18 @@ func FuzzParse(f *testing.F) {
 			if modes != 1 {
 				t.Fatalf("route %s has %d auth modes", r.Name, modes)
 			}
-			if r.MaxBodyBytes <= 0 || r.Retry.MaxAttempts < 1 || r.Concurrency < 1 || r.Target.Timeout.D() <= 0 || len(r.IdempotencyKey) == 0 {
-				t.Fatalf("route %s accepted with %+v", r.Name, r)
-			}
+			require.Positive(t, r.MaxBodyBytes, "route %s accepted with %+v", r.Name, r)
+			require.Positive(t, r.Retry.MaxAttempts, "route %s accepted with %+v", r.Name, r)
+			require.Positive(t, r.Concurrency, "route %s accepted with %+v", r.Name, r)
+			require.Positive(t, r.Target.Timeout.D(), "route %s accepted with %+v", r.Name, r)
+			require.NotEmpty(t, r.IdempotencyKey, "route %s accepted with %+v", r.Name, r)
 			for _, k := range r.IdempotencyKey {
-				if k.Header != "" && IsCredentialHeader(k.Header) {
-					t.Fatalf("route %s takes its key from %s", r.Name, k.Header)
+				if k.Header != "" {
+					require.False(t, IsCredentialHeader(k.Header), "route %s takes its key from %s", r.Name, k.Header)
 				}
 			}
-			if len(r.Target.SigningSecrets)+len(r.Target.SigningSecret) > 0 && len(r.Target.SigningKeys()) == 0 {
-				t.Fatalf("route %s: signing secrets that do not decode", r.Name)
+			if len(r.Target.SigningSecrets)+len(r.Target.SigningSecret) > 0 {
+				require.NotEmpty(t, r.Target.SigningKeys(), "route %s: signing secrets that do not decode", r.Name)
 			}
 		}
 		if len(cfg.TrustedProxyPrefixes()) != len(cfg.TrustedProxies) {

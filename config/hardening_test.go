@@ -4,6 +4,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // TestInflightMemoryIsBounded: max_inflight_requests × the largest
@@ -16,32 +19,26 @@ func TestInflightMemoryIsBounded(t *testing.T) {
 	}
 	_, err := Parse([]byte(minimal+"max_inflight_requests: 2048\n"), env(nil))
 	want := "max_inflight_requests: 2048 requests in flight with bodies of up to 1048576 bytes each (max_body_bytes of route genesys) could hold 2.0 GiB in memory, more than the 1.0 GiB allowed: lower max_inflight_requests to at most 1024, or lower max_body_bytes"
-	if err == nil || !strings.Contains(err.Error(), want) {
-		t.Errorf("err = %v, want %q", err, want)
-	}
+	assert.ErrorContains(t, err, want)
 	big := strings.Replace(minimal, "auth: {none: true}", "auth: {none: true}\n    max_body_bytes: 8388608", 1)
 	if _, err := Parse([]byte(big+"max_inflight_requests: 128\n"), env(nil)); err != nil {
 		t.Errorf("128 × 8 MiB: %v", err)
 	}
-	if _, err := Parse([]byte(big+"max_inflight_requests: 129\n"), env(nil)); err == nil || !strings.Contains(err.Error(), "lower max_inflight_requests to at most 128") {
-		t.Errorf("129 × 8 MiB: %v", err)
-	}
+	_, err = Parse([]byte(big+"max_inflight_requests: 129\n"), env(nil))
+	assert.ErrorContains(t, err, "lower max_inflight_requests to at most 128", "129 × 8 MiB")
 	huge := strings.Replace(minimal, "auth: {none: true}", "auth: {none: true}\n    max_body_bytes: 4294967296", 1)
-	if _, err := Parse([]byte(huge), env(nil)); err == nil || !strings.Contains(err.Error(), "routes (genesys).max_body_bytes: 4294967296 bytes is more than the 1.0 GiB") {
-		t.Errorf("a 4 GiB body: %v", err)
-	}
+	_, err = Parse([]byte(huge), env(nil))
+	assert.ErrorContains(t, err, "routes (genesys).max_body_bytes: 4294967296 bytes is more than the 1.0 GiB", "a 4 GiB body")
 }
 
 func TestIntakeBodyTimeout(t *testing.T) {
 	t.Parallel()
 	cfg, err := Parse([]byte(minimal+"intake_body_timeout: 2s\n"), env(nil))
-	if err != nil || cfg.IntakeBodyTimeout.D().String() != "2s" {
-		t.Fatalf("cfg %v, err %v", cfg, err)
-	}
+	require.NoError(t, err)
+	require.Equal(t, "2s", cfg.IntakeBodyTimeout.D().String(), "cfg %v", cfg)
 	for _, v := range []string{"0s", "31s"} {
-		if _, err := Parse([]byte(minimal+"intake_body_timeout: "+v+"\n"), env(nil)); err == nil || !strings.Contains(err.Error(), "intake_body_timeout: "+v+" is out of range") {
-			t.Errorf("%s: %v", v, err)
-		}
+		_, err := Parse([]byte(minimal+"intake_body_timeout: "+v+"\n"), env(nil))
+		assert.ErrorContains(t, err, "intake_body_timeout: "+v+" is out of range", v)
 	}
 }
 
@@ -74,15 +71,13 @@ func TestStoredHeaders(t *testing.T) {
 		"bad name":              {"{none: true}", `["x y"]`, `keep_headers[0]: "x y" is not a valid header name`},
 	} {
 		doc := strings.Replace(minimal, "auth: {none: true}", "auth: "+c.auth+"\n    keep_headers: "+c.keep, 1)
-		if _, err := Parse([]byte(doc), env(nil)); err == nil || !strings.Contains(err.Error(), c.want) {
-			t.Errorf("%s: err = %v, want %q", name, err, c.want)
-		}
+		_, err := Parse([]byte(doc), env(nil))
+		assert.ErrorContains(t, err, c.want, name)
 	}
 	// A key may come from a credential-looking header only if it is kept.
 	keyed := strings.Replace(minimal, "[{json: /id}]", "[{header: X-Event-Token}]", 1)
-	if _, err := Parse([]byte(keyed), env(nil)); err == nil || !strings.Contains(err.Error(), "idempotency_key[0].header: X-Event-Token carries a credential") {
-		t.Errorf("key from X-Event-Token: %v", err)
-	}
+	_, err = Parse([]byte(keyed), env(nil))
+	assert.ErrorContains(t, err, "idempotency_key[0].header: X-Event-Token carries a credential", "key from X-Event-Token")
 	kept := strings.Replace(keyed, "auth: {none: true}", "auth: {none: true}\n    keep_headers: [X-Event-Token]", 1)
 	if _, err := Parse([]byte(kept), env(nil)); err != nil {
 		t.Errorf("key from a kept X-Event-Token: %v", err)
@@ -104,14 +99,11 @@ func TestDemoTokensAreRefused(t *testing.T) {
 		"routes[0] (genesys).auth.header.value: is a demo token",
 		"OUTBOX_ALLOW_DEMO_TOKENS=1",
 	} {
-		if err == nil || !strings.Contains(err.Error(), want) {
-			t.Errorf("err = %v, want %q", err, want)
-		}
+		assert.ErrorContains(t, err, want)
 	}
 	cfg, err = Parse([]byte(minimal), env(nil))
-	if err != nil || cfg.RefuseDemoTokens() != nil {
-		t.Errorf("own tokens: %v %v", err, cfg.RefuseDemoTokens())
-	}
+	require.NoError(t, err, "own tokens")
+	assert.NoError(t, cfg.RefuseDemoTokens(), "own tokens")
 }
 
 func TestWarnings(t *testing.T) {
@@ -125,9 +117,9 @@ func TestWarnings(t *testing.T) {
 		return cfg.Warnings()
 	}
 	cleartext := "listen :8080 is reachable from other hosts over plain HTTP"
-	if w := parse(minimal); len(w) != 1 || !strings.HasPrefix(w[0], cleartext) {
-		t.Errorf("default listen: %q", w)
-	}
+	w := parse(minimal)
+	require.Len(t, w, 1, "default listen: %q", w)
+	assert.True(t, strings.HasPrefix(w[0], cleartext), "default listen: %q", w)
 	for _, extra := range []string{"listen: 127.0.0.1:8080\n", "listen: \"[::1]:8080\"\n", "listen: localhost:8080\n", "trusted_proxies: [10.0.0.1]\n"} {
 		if w := parse(minimal + extra); len(w) != 0 {
 			t.Errorf("%s: %q", extra, w)
@@ -135,18 +127,17 @@ func TestWarnings(t *testing.T) {
 	}
 	hmac := strings.Replace(minimal, "auth: {none: true}", "auth: {hmac: {header: X-Hub-Signature-256, secret: s}}", 1)
 	hmac = strings.Replace(hmac, "[{json: /id}]", "[{json: /id}, {header: X-GitHub-Delivery}]", 1) + "listen: 127.0.0.1:8080\n"
-	w := parse(hmac)
+	w = parse(hmac)
 	want := "route genesys: idempotency_key[1] reads the X-Github-Delivery header, which the hmac signature does not cover"
-	if len(w) != 1 || !strings.HasPrefix(w[0], want) {
-		t.Errorf("hmac with a header key: %q", w)
-	}
+	require.Len(t, w, 1, "hmac with a header key: %q", w)
+	assert.True(t, strings.HasPrefix(w[0], want), "hmac with a header key: %q", w)
 	sw := strings.Replace(minimal, "auth: {none: true}", "auth: {standard_webhooks: {secret: "+whsec+"}}", 1) + "listen: 127.0.0.1:8080\n"
 	if w := parse(strings.Replace(sw, "[{json: /id}]", "[{header: webhook-id}]", 1)); len(w) != 0 {
 		t.Errorf("standard webhooks keyed by webhook-id: %q", w)
 	}
-	if w := parse(strings.Replace(sw, "[{json: /id}]", "[{header: X-Event-Id}]", 1)); len(w) != 1 || !strings.Contains(w[0], "X-Event-Id header, which the Standard Webhooks signature does not cover") {
-		t.Errorf("standard webhooks keyed by another header: %q", w)
-	}
+	w = parse(strings.Replace(sw, "[{json: /id}]", "[{header: X-Event-Id}]", 1))
+	require.Len(t, w, 1, "standard webhooks keyed by another header: %q", w)
+	assert.Contains(t, w[0], "X-Event-Id header, which the Standard Webhooks signature does not cover", "standard webhooks keyed by another header")
 }
 
 func TestRedactURLHidesTokens(t *testing.T) {
@@ -168,16 +159,14 @@ func TestRedactURLHidesTokens(t *testing.T) {
 func TestMetricsListen(t *testing.T) {
 	t.Parallel()
 	cfg, err := Parse([]byte(minimal+"metrics_listen: 127.0.0.1:9100\n"), env(nil))
-	if err != nil || cfg.MetricsListen != "127.0.0.1:9100" {
-		t.Fatalf("cfg %v, err %v", cfg, err)
-	}
+	require.NoError(t, err)
+	require.Equal(t, "127.0.0.1:9100", cfg.MetricsListen, "cfg %v", cfg)
 	for extra, want := range map[string]string{
 		"metrics_listen: nope\n":                     `metrics_listen: "nope" is not a listen address`,
 		"listen: :9100\nmetrics_listen: \":9100\"\n": "metrics_listen: is the same address as listen",
 	} {
-		if _, err := Parse([]byte(minimal+extra), env(nil)); err == nil || !strings.Contains(err.Error(), want) {
-			t.Errorf("%s: err = %v", extra, err)
-		}
+		_, err := Parse([]byte(minimal+extra), env(nil))
+		assert.ErrorContains(t, err, want, extra)
 	}
 	if !slices.Contains(CredentialHeaderPatterns, "token") {
 		t.Error("token is not a credential pattern")

@@ -3,6 +3,8 @@ package config
 import (
 	"strings"
 	"testing"
+
+	"github.com/stretchr/testify/require"
 )
 
 // withOrdering puts an ordering block into the minimal config's route.
@@ -17,9 +19,10 @@ func TestOrderingDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	o := cfg.Routes[0].Ordering
-	if o == nil || len(o.Key) != 2 || o.Key[0].JSON != "/conversationId" || o.Key[1].Header != "X-Conversation" {
-		t.Fatalf("ordering = %+v", o)
-	}
+	require.NotNil(t, o, "ordering")
+	require.Len(t, o.Key, 2, "ordering = %+v", o)
+	require.Equal(t, "/conversationId", o.Key[0].JSON, "ordering = %+v", o)
+	require.Equal(t, "X-Conversation", o.Key[1].Header, "ordering = %+v", o)
 	if o.OnDeadLetter != OnDeadLetterContinue {
 		t.Errorf("on_dead_letter = %q, want the default %q", o.OnDeadLetter, OnDeadLetterContinue)
 	}

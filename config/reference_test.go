@@ -11,6 +11,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/stretchr/testify/require"
 )
 
 var update = flag.Bool("update", false, "rewrite the configuration reference in ../docs/configuration.md")
@@ -34,9 +36,8 @@ func TestConfigReference(t *testing.T) {
 	doc := string(data)
 	before, rest, ok1 := strings.Cut(doc, referenceBegin)
 	got, after, ok2 := strings.Cut(rest, referenceEnd)
-	if !ok1 || !ok2 {
-		t.Fatalf("docs/configuration.md has no configuration reference between %q and %q", referenceBegin, referenceEnd)
-	}
+	require.True(t, ok1, "docs/configuration.md has no configuration reference: no %q", referenceBegin)
+	require.True(t, ok2, "docs/configuration.md has no configuration reference: no %q after %q", referenceEnd, referenceBegin)
 	if got == want {
 		return
 	}

@@ -15,6 +15,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 var whsec = "whsec_" + base64.StdEncoding.EncodeToString([]byte("outbound-signing-key-32-bytes!!!"))
@@ -71,20 +74,17 @@ func TestSecuritySettingsParse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.TLS == nil || cfg.TLS.CertFile != cert || cfg.TLS.KeyFile != key {
-		t.Errorf("tls = %+v", cfg.TLS)
+	if assert.NotNil(t, cfg.TLS, "tls") {
+		assert.Equal(t, cert, cfg.TLS.CertFile, "tls = %+v", cfg.TLS)
+		assert.Equal(t, key, cfg.TLS.KeyFile, "tls = %+v", cfg.TLS)
 	}
 	want := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.168.1.7/32"), netip.MustParsePrefix("fd00::/8")}
-	if got := cfg.TrustedProxyPrefixes(); len(got) != 3 || got[0] != want[0] || got[1] != want[1] || got[2] != want[2] {
-		t.Errorf("trusted proxies = %v", got)
-	}
+	assert.Equal(t, want, cfg.TrustedProxyPrefixes(), "trusted proxies")
 	keys := cfg.Routes[0].Target.SigningKeys()
-	if len(keys) != 2 || string(keys[0]) != "outbound-signing-key-32-bytes!!!" {
-		t.Errorf("signing keys = %q", keys)
-	}
-	if cfg.Routes[0].Target.SigningSecret != "" || (&Target{}).SigningKeys() != nil {
-		t.Error("an unsigned target has signing keys")
-	}
+	require.Len(t, keys, 2, "signing keys = %q", keys)
+	assert.Equal(t, "outbound-signing-key-32-bytes!!!", string(keys[0]), "signing keys = %q", keys)
+	assert.Empty(t, cfg.Routes[0].Target.SigningSecret, "signing_secret of a target with signing_secrets")
+	assert.Nil(t, (&Target{}).SigningKeys(), "an unsigned target has signing keys")
 }
 
 func TestRedactURL(t *testing.T) {

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	outbox "github.com/webhook-outbox/webhook-outbox"
 	"github.com/webhook-outbox/webhook-outbox/admin"
@@ -151,9 +153,9 @@ func TestAdminRequiresToken(t *testing.T) {
 	for _, e := range endpoints {
 		for _, a := range []auth{noAuth, wrongToken} {
 			status, header, raw := b.do(t, a, e.method, e.path, nil)
-			if status != 401 || !strings.Contains(string(raw), `"error"`) || header.Get("WWW-Authenticate") == "" {
-				t.Errorf("%s %s with auth %d: %d %s", e.method, e.path, a, status, raw)
-			}
+			assert.Equal(t, 401, status, "%s %s with auth %d: %s", e.method, e.path, a, raw)
+			assert.Contains(t, string(raw), `"error"`, "%s %s with auth %d", e.method, e.path, a)
+			assert.NotEmpty(t, header.Get("WWW-Authenticate"), "%s %s with auth %d: WWW-Authenticate", e.method, e.path, a)
 		}
 	}
 	for _, a := range []auth{bearer, basic} {
@@ -161,16 +163,18 @@ func TestAdminRequiresToken(t *testing.T) {
 			t.Errorf("routes with auth %d: %d %s", a, status, raw)
 		}
 	}
-	if status, _, raw := b.do(t, bearer, "GET", "/admin/v1/stats?exact=true", nil); status != 200 || !decode[store.Stats](t, raw).Exact {
-		t.Errorf("stats: %d %s", status, raw)
-	}
+	status, _, raw := b.do(t, bearer, "GET", "/admin/v1/stats?exact=true", nil)
+	require.Equal(t, 200, status, "stats: %s", raw)
+	assert.True(t, decode[store.Stats](t, raw).Exact, "stats: %s", raw)
+
 	status, header, raw := b.do(t, basic, "GET", "/riverui/", nil)
-	if status != 200 || !strings.HasPrefix(header.Get("Content-Type"), "text/html") || !strings.Contains(string(raw), "/riverui/assets/") {
-		t.Errorf("River UI page: %d %s %.200s", status, header.Get("Content-Type"), raw)
-	}
-	if status, _, raw := b.do(t, bearer, "GET", "/riverui/api/jobs?state=discarded", nil); status != 200 || !strings.Contains(string(raw), `"data"`) {
-		t.Errorf("River UI API: %d %.200s", status, raw)
-	}
+	assert.Equal(t, 200, status, "River UI page: %.200s", raw)
+	assert.True(t, strings.HasPrefix(header.Get("Content-Type"), "text/html"), "River UI page Content-Type: %s", header.Get("Content-Type"))
+	assert.True(t, strings.Contains(string(raw), "/riverui/assets/"), "River UI page does not link its assets: %.200s", raw)
+
+	status, _, raw = b.do(t, bearer, "GET", "/riverui/api/jobs?state=discarded", nil)
+	assert.Equal(t, 200, status, "River UI API: %.200s", raw)
+	assert.True(t, strings.Contains(string(raw), `"data"`), "River UI API: %.200s", raw)
 }
 
 func TestAdminDeadLettersListFilterAndPage(t *testing.T) {
@@ -191,18 +195,18 @@ func TestAdminDeadLettersListFilterAndPage(t *testing.T) {
 		}
 		return decode[page](t, raw)
 	}
-	if got := list(""); len(got.DeadLetters) != 10 || got.NextCursor != nil {
-		t.Errorf("all: %d items, cursor %v", len(got.DeadLetters), got.NextCursor)
-	}
-	if got := list("route=open"); len(got.DeadLetters) != 3 || got.DeadLetters[0].State != "cancelled" {
-		t.Errorf("route=open: %+v", got.DeadLetters)
-	}
+	all := list("")
+	assert.Len(t, all.DeadLetters, 10, "all")
+	assert.Nil(t, all.NextCursor, "all: the one page has a next cursor")
+	open := list("route=open")
+	require.Len(t, open.DeadLetters, 3, "route=open")
+	assert.Equal(t, "cancelled", open.DeadLetters[0].State, "route=open: %+v", open.DeadLetters)
 	if got := list("since=1h"); len(got.DeadLetters) != 8 {
 		t.Errorf("since=1h: %d items, want 8", len(got.DeadLetters))
 	}
-	if got := list("until=1h"); len(got.DeadLetters) != 2 || !strings.HasPrefix(got.DeadLetters[0].Key, "old-") {
-		t.Errorf("until=1h: %+v", got.DeadLetters)
-	}
+	until := list("until=1h")
+	require.Len(t, until.DeadLetters, 2, "until=1h")
+	assert.True(t, strings.HasPrefix(until.DeadLetters[0].Key, "old-"), "until=1h: %+v", until.DeadLetters)
 	if got := list("error=SERVICE+unavailable"); len(got.DeadLetters) != 5 {
 		t.Errorf("error substring: %d items, want 5", len(got.DeadLetters))
 	}
@@ -211,9 +215,11 @@ func TestAdminDeadLettersListFilterAndPage(t *testing.T) {
 	}
 	d := list("route=genesys&limit=1").DeadLetters[0]
 	var payload map[string]any
-	if err := json.Unmarshal(d.Payload, &payload); err != nil || payload["conversationId"] == nil || d.LastError == "" || d.Attempts != 3 || d.MaxAttempts != 3 {
-		t.Errorf("item = %+v", d)
-	}
+	require.NoError(t, json.Unmarshal(d.Payload, &payload), "item = %+v", d)
+	assert.NotNil(t, payload["conversationId"], "item = %+v", d)
+	assert.NotEmpty(t, d.LastError, "item = %+v", d)
+	assert.Equal(t, 3, d.Attempts, "item = %+v", d)
+	assert.Equal(t, 3, d.MaxAttempts, "item = %+v", d)
 
 	// Pages of 3 walk all 10, newest failure first, without repeats.
 	seen := map[int64]bool{}
@@ -229,8 +235,8 @@ func TestAdminDeadLettersListFilterAndPage(t *testing.T) {
 			if seen[d.JobID] {
 				t.Fatalf("job %d on two pages", d.JobID)
 			}
-			if !last.IsZero() && d.FailedAt.After(last) {
-				t.Errorf("not newest first: %s after %s", d.FailedAt, last)
+			if !last.IsZero() {
+				assert.False(t, d.FailedAt.After(last), "not newest first: %s after %s", d.FailedAt, last)
 			}
 			seen[d.JobID], last = true, d.FailedAt
 		}
@@ -250,9 +256,8 @@ func TestAdminDeadLettersListFilterAndPage(t *testing.T) {
 		"since=yesterday": "is not a time", "limit=0": "limit must be", "cursor=nope": "is not one this server returned", "colour=red": `unknown parameter "colour"`,
 	} {
 		status, _, raw := b.do(t, bearer, "GET", "/admin/v1/dead-letters?"+query, nil)
-		if status != 400 || !strings.Contains(decode[map[string]string](t, raw)["error"], want) {
-			t.Errorf("%s: %d %s", query, status, raw)
-		}
+		assert.Equal(t, 400, status, "%s: %s", query, raw)
+		assert.Contains(t, decode[map[string]string](t, raw)["error"], want, "%s", query)
 	}
 }
 
@@ -267,26 +272,28 @@ func TestAdminShowEventAndDeadLetter(t *testing.T) {
 		t.Fatalf("show event: %d %s", status, raw)
 	}
 	ev := decode[outbox.EventDetail](t, raw)
-	if ev.Key != key || ev.State != "dead" || len(ev.Jobs) != 1 || ev.Jobs[0].State != "discarded" ||
-		len(ev.Jobs[0].Errors) != 1 || ev.Jobs[0].Errors[0].Error != "connection refused by 127.0.0.1:3000" {
-		t.Errorf("event = %s", raw)
-	}
+	assert.Equal(t, key, ev.Key, "event = %s", raw)
+	assert.Equal(t, outbox.EventState("dead"), ev.State, "event = %s", raw)
+	require.Len(t, ev.Jobs, 1, "event = %s", raw)
+	assert.Equal(t, "discarded", ev.Jobs[0].State, "event = %s", raw)
+	require.Len(t, ev.Jobs[0].Errors, 1, "event = %s", raw)
+	assert.Equal(t, "connection refused by 127.0.0.1:3000", ev.Jobs[0].Errors[0].Error, "event = %s", raw)
 	if !strings.Contains(string(raw), `"conversationId":"conv-1"`) {
 		t.Errorf("payload missing: %s", raw)
 	}
 
 	status, _, raw = b.do(t, bearer, "GET", "/admin/v1/dead-letters/"+url.PathEscape("genesys/"+key), nil)
-	if status != 200 || decode[outbox.DeadLetter](t, raw).Key != key {
-		t.Errorf("dead letter by ROUTE/KEY: %d %s", status, raw)
-	}
+	require.Equal(t, 200, status, "dead letter by ROUTE/KEY: %s", raw)
+	assert.Equal(t, key, decode[outbox.DeadLetter](t, raw).Key, "dead letter by ROUTE/KEY: %s", raw)
 	jobID := ev.Jobs[0].ID
 	status, _, raw = b.do(t, bearer, "GET", "/admin/v1/dead-letters/"+itoa(jobID), nil)
-	if d := decode[outbox.DeadLetter](t, raw); status != 200 || d.JobID != jobID || len(d.Errors) != 1 {
-		t.Errorf("dead letter by id: %d %s", status, raw)
-	}
-	if status, _, raw := b.do(t, bearer, "GET", "/admin/v1/events/genesys/nope", nil); status != 404 || !strings.Contains(string(raw), "no event genesys/nope") {
-		t.Errorf("missing event: %d %s", status, raw)
-	}
+	d := decode[outbox.DeadLetter](t, raw)
+	assert.Equal(t, 200, status, "dead letter by id: %s", raw)
+	assert.Equal(t, jobID, d.JobID, "dead letter by id: %s", raw)
+	assert.Len(t, d.Errors, 1, "dead letter by id: %s", raw)
+	status, _, raw = b.do(t, bearer, "GET", "/admin/v1/events/genesys/nope", nil)
+	assert.Equal(t, 404, status, "missing event: %s", raw)
+	assert.Contains(t, string(raw), "no event genesys/nope", "missing event")
 	if status, _, raw := b.do(t, bearer, "GET", "/admin/v1/dead-letters/999999", nil); status != 404 {
 		t.Errorf("missing dead letter: %d %s", status, raw)
 	}
@@ -302,26 +309,30 @@ func TestAdminRetry(t *testing.T) {
 
 	status, _, raw := b.do(t, bearer, "POST", "/admin/v1/dead-letters/retry", map[string]any{"route": "genesys", "dry_run": true})
 	res := decode[admin.RetryResult](t, raw)
-	if status != 200 || !res.DryRun || res.Matched != 4 || res.Retried != 0 || len(res.Sample) != 4 {
-		t.Fatalf("dry run: %d %s", status, raw)
-	}
+	require.Equal(t, 200, status, "dry run: %s", raw)
+	require.True(t, res.DryRun, "dry run: %s", raw)
+	require.EqualValues(t, 4, res.Matched, "dry run: %s", raw)
+	require.EqualValues(t, 0, res.Retried, "dry run: %s", raw)
+	require.Len(t, res.Sample, 4, "dry run: %s", raw)
 	if n := countDead(t, b.pool); n != 6 {
 		t.Fatalf("a dry run changed something: %d dead letters left", n)
 	}
 
 	status, _, raw = b.do(t, bearer, "POST", "/admin/v1/dead-letters/retry", map[string]any{"route": "genesys"})
-	if res := decode[admin.RetryResult](t, raw); status != 200 || res.Retried != 4 {
-		t.Fatalf("retry by filter: %d %s", status, raw)
-	}
+	res = decode[admin.RetryResult](t, raw)
+	require.Equal(t, 200, status, "retry by filter: %s", raw)
+	require.EqualValues(t, 4, res.Retried, "retry by filter: %s", raw)
 	// The full budget again: attempt 0 of the route's max_attempts (7), due
 	// now, with a fresh deadline.
 	var attempt, maxAttempts int
 	var state string
 	var giveUpAt time.Time
 	err := b.pool.QueryRow(context.Background(), `SELECT attempt, max_attempts, state, (metadata->>'give_up_at')::timestamptz FROM river_job WHERE queue = 'genesys' LIMIT 1`).Scan(&attempt, &maxAttempts, &state, &giveUpAt)
-	if err != nil || attempt != 0 || maxAttempts != 7 || state != "available" || time.Until(giveUpAt) < 71*time.Hour {
-		t.Errorf("retried job: attempt %d/%d %s give_up_at %s (%v)", attempt, maxAttempts, state, giveUpAt, err)
-	}
+	require.NoError(t, err, "retried job")
+	assert.Equal(t, 0, attempt, "retried job: attempt")
+	assert.Equal(t, 7, maxAttempts, "retried job: max_attempts")
+	assert.Equal(t, "available", state, "retried job: state")
+	assert.GreaterOrEqual(t, time.Until(giveUpAt), 71*time.Hour, "retried job: give_up_at %s", giveUpAt)
 	if n := countDead(t, b.pool); n != 2 {
 		t.Errorf("%d dead letters left, want the 2 of route open", n)
 	}
@@ -331,14 +342,13 @@ func TestAdminRetry(t *testing.T) {
 		t.Fatal(err)
 	}
 	status, _, raw = b.do(t, bearer, "POST", "/admin/v1/dead-letters/retry", map[string]any{"job_ids": []int64{openID, 999999}})
-	if res := decode[admin.RetryResult](t, raw); status != 200 || res.Retried != 1 || len(res.NotRetried) != 1 {
-		t.Errorf("retry by ids: %d %s", status, raw)
-	}
+	res = decode[admin.RetryResult](t, raw)
+	assert.Equal(t, 200, status, "retry by ids: %s", raw)
+	assert.EqualValues(t, 1, res.Retried, "retry by ids: %s", raw)
+	assert.Len(t, res.NotRetried, 1, "retry by ids: %s", raw)
 	for _, body := range []map[string]any{{}, {"job_ids": []int64{1}, "route": "open"}, {"route": "nope"}, {"rout": "open"}} {
 		status, _, raw := b.do(t, bearer, "POST", "/admin/v1/dead-letters/retry", body)
-		if status != 400 && status != 404 {
-			t.Errorf("retry %v: %d %s", body, status, raw)
-		}
+		assert.Contains(t, []int{400, 404}, status, "retry %v: %s", body, raw)
 	}
 }
 
@@ -369,52 +379,62 @@ func TestAdminReplayRoutesAndPause(t *testing.T) {
 
 	status, _, raw := b.do(t, bearer, "GET", "/admin/v1/routes", nil)
 	routes := decode[struct{ Routes []admin.RouteStatus }](t, raw).Routes
-	if status != 200 || len(routes) != 2 || routes[0].Name != "genesys" || routes[0].Backlog.Available != 2 || routes[0].DeadLetters != 1 ||
-		routes[0].OldestUndeliveredAge == nil || routes[0].Paused {
-		t.Fatalf("routes: %d %s", status, raw)
-	}
+	require.Equal(t, 200, status, "routes: %s", raw)
+	require.Len(t, routes, 2, "routes: %s", raw)
+	require.Equal(t, "genesys", routes[0].Name, "routes: %s", raw)
+	require.EqualValues(t, 2, routes[0].Backlog.Available, "routes: %s", raw)
+	require.EqualValues(t, 1, routes[0].DeadLetters, "routes: %s", raw)
+	require.NotNil(t, routes[0].OldestUndeliveredAge, "routes: %s", raw)
+	require.False(t, routes[0].Paused, "routes: %s", raw)
 
 	status, _, raw = b.do(t, bearer, "POST", "/admin/v1/events/replay", map[string]any{"route": "genesys", "since": "1h", "dry_run": true})
-	if res := decode[admin.ReplayResult](t, raw); status != 200 || res.Matched != 3 || res.Replayed != 0 {
-		t.Fatalf("replay dry run: %d %s", status, raw)
-	}
+	dry := decode[admin.ReplayResult](t, raw)
+	require.Equal(t, 200, status, "replay dry run: %s", raw)
+	require.EqualValues(t, 3, dry.Matched, "replay dry run: %s", raw)
+	require.EqualValues(t, 0, dry.Replayed, "replay dry run: %s", raw)
 	status, _, raw = b.do(t, bearer, "POST", "/admin/v1/events/replay", map[string]any{"route": "genesys", "since": "1h"})
 	// The two queued events are skipped; the dead one is revived.
-	if res := decode[admin.ReplayResult](t, raw); status != 200 || res.Skipped != 2 || res.Revived != 1 || res.Replayed != 0 {
-		t.Fatalf("replay: %d %s", status, raw)
-	}
+	replayed := decode[admin.ReplayResult](t, raw)
+	require.Equal(t, 200, status, "replay: %s", raw)
+	require.EqualValues(t, 2, replayed.Skipped, "replay: %s", raw)
+	require.EqualValues(t, 1, replayed.Revived, "replay: %s", raw)
+	require.EqualValues(t, 0, replayed.Replayed, "replay: %s", raw)
 	if status, _, raw := b.do(t, bearer, "POST", "/admin/v1/events/replay", map[string]any{"route": "genesys"}); status != 400 {
 		t.Errorf("replay without since: %d %s", status, raw)
 	}
 	// The replay is named; resumed by its id it has nothing left to do.
 	first := decode[admin.ReplayResult](t, raw)
 	status, _, raw = b.do(t, bearer, "POST", "/admin/v1/events/replay", map[string]any{"resume": first.ReplayID})
-	if res := decode[admin.ReplayResult](t, raw); status != 200 || first.ReplayID == "" || res.ReplayID != first.ReplayID || res.AlreadyReplayed != 3 || res.Revived+res.Replayed != 0 {
-		t.Errorf("replay resumed: %d %s", status, raw)
-	}
+	resumed := decode[admin.ReplayResult](t, raw)
+	assert.Equal(t, 200, status, "replay resumed: %s", raw)
+	assert.NotEmpty(t, first.ReplayID, "the replay has no id")
+	assert.Equal(t, first.ReplayID, resumed.ReplayID, "replay resumed: %s", raw)
+	assert.EqualValues(t, 3, resumed.AlreadyReplayed, "replay resumed: %s", raw)
+	assert.Zero(t, resumed.Revived+resumed.Replayed, "replay resumed: %s", raw)
 	if status, _, raw := b.do(t, bearer, "POST", "/admin/v1/events/replay", map[string]any{"resume": "no-such-replay"}); status != 404 {
 		t.Errorf("replay resumed with an unknown cursor: %d %s", status, raw)
 	}
-	if status, _, raw := b.do(t, bearer, "POST", "/admin/v1/dead-letters/retry", map[string]any{"resume": "bogus"}); status != 400 || !strings.Contains(string(raw), "not a retry cursor") {
-		t.Errorf("retry resumed with a bad cursor: %d %s", status, raw)
-	}
+	status, _, raw = b.do(t, bearer, "POST", "/admin/v1/dead-letters/retry", map[string]any{"resume": "bogus"})
+	assert.Equal(t, 400, status, "retry resumed with a bad cursor: %s", raw)
+	assert.Contains(t, string(raw), "not a retry cursor", "retry resumed with a bad cursor")
 
 	// Pause works before the route's queue has ever run.
-	if status, _, raw := b.do(t, bearer, "POST", "/admin/v1/routes/open/pause", nil); status != 200 || !strings.Contains(string(raw), `"paused":true`) {
-		t.Fatalf("pause: %d %s", status, raw)
-	}
+	status, _, raw = b.do(t, bearer, "POST", "/admin/v1/routes/open/pause", nil)
+	require.Equal(t, 200, status, "pause: %s", raw)
+	require.Contains(t, string(raw), `"paused":true`, "pause")
 	status, _, raw = b.do(t, bearer, "GET", "/admin/v1/routes", nil)
-	if r := decode[struct{ Routes []admin.RouteStatus }](t, raw).Routes[1]; status != 200 || !r.Paused || r.PausedAt == nil {
-		t.Errorf("after pause: %s", raw)
-	}
+	r := decode[struct{ Routes []admin.RouteStatus }](t, raw).Routes[1]
+	assert.Equal(t, 200, status, "after pause: %s", raw)
+	assert.True(t, r.Paused, "after pause: %s", raw)
+	assert.NotNil(t, r.PausedAt, "after pause: %s", raw)
 	var riverPaused bool
-	if err := b.pool.QueryRow(context.Background(), `SELECT paused_at IS NOT NULL FROM river_queue WHERE name = 'open'`).Scan(&riverPaused); err != nil || !riverPaused {
-		t.Errorf("River's queue row is not paused (%v)", err)
-	}
-	if status, _, raw := b.do(t, bearer, "POST", "/admin/v1/routes/open/resume", nil); status != 200 || !strings.Contains(string(raw), `"paused":false`) {
-		t.Fatalf("resume: %d %s", status, raw)
-	}
-	if status, _, raw := b.do(t, bearer, "POST", "/admin/v1/routes/nope/pause", nil); status != 404 || !strings.Contains(decode[map[string]string](t, raw)["error"], `no route named "nope"`) {
-		t.Errorf("pause unknown route: %d %s", status, raw)
-	}
+	err := b.pool.QueryRow(context.Background(), `SELECT paused_at IS NOT NULL FROM river_queue WHERE name = 'open'`).Scan(&riverPaused)
+	assert.NoError(t, err, "River's queue row")
+	assert.True(t, riverPaused, "River's queue row is not paused")
+	status, _, raw = b.do(t, bearer, "POST", "/admin/v1/routes/open/resume", nil)
+	require.Equal(t, 200, status, "resume: %s", raw)
+	require.Contains(t, string(raw), `"paused":false`, "resume")
+	status, _, raw = b.do(t, bearer, "POST", "/admin/v1/routes/nope/pause", nil)
+	assert.Equal(t, 404, status, "pause unknown route: %s", raw)
+	assert.Contains(t, decode[map[string]string](t, raw)["error"], `no route named "nope"`, "pause unknown route")
 }

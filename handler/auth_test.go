@@ -15,6 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
 	"github.com/webhook-outbox/webhook-outbox/config"
 	"github.com/webhook-outbox/webhook-outbox/handler"
 )
@@ -149,11 +152,10 @@ func TestAuthModes(t *testing.T) {
 			h[k] = v
 		}
 		a := b.post(t, c.route, c.body, h)
-		if a.status != c.status || (c.want != "" && !strings.Contains(a.decoded["error"], c.want)) {
-			t.Errorf("%s: got %d %s, want %d %q", c.name, a.status, a.raw, c.status, c.want)
-		}
-		if c.status == 401 && c.route == "basic" && a.header.Get("WWW-Authenticate") == "" {
-			t.Errorf("%s: 401 without WWW-Authenticate", c.name)
+		assert.Equal(t, c.status, a.status, "%s: %s", c.name, a.raw)
+		assert.Contains(t, a.decoded["error"], c.want, "%s: %s", c.name, a.raw) // any error when want is ""
+		if c.status == 401 && c.route == "basic" {
+			assert.NotEmpty(t, a.header.Get("WWW-Authenticate"), "%s: 401 without WWW-Authenticate", c.name)
 		}
 	}
 }
@@ -174,12 +176,14 @@ func TestStandardWebhooksIDIsTheKey(t *testing.T) {
 		})
 	}
 	now := time.Now().Unix()
-	if a := send(now - 30); a.status != 200 || a.decoded["status"] != "accepted" || a.decoded["key"] != "msg_2Lh9KkkQzPq" {
-		t.Fatalf("first: %d %s", a.status, a.raw)
-	}
-	if a := send(now); a.status != 200 || a.decoded["status"] != "duplicate" || a.decoded["key"] != "msg_2Lh9KkkQzPq" {
-		t.Fatalf("redelivery: %d %s", a.status, a.raw)
-	}
+	first := send(now - 30)
+	require.Equal(t, 200, first.status, "first: %s", first.raw)
+	require.Equal(t, "accepted", first.decoded["status"], "first: %s", first.raw)
+	require.Equal(t, "msg_2Lh9KkkQzPq", first.decoded["key"], "first: %s", first.raw)
+	again := send(now)
+	require.Equal(t, 200, again.status, "redelivery: %s", again.raw)
+	require.Equal(t, "duplicate", again.decoded["status"], "redelivery: %s", again.raw)
+	require.Equal(t, "msg_2Lh9KkkQzPq", again.decoded["key"], "redelivery: %s", again.raw)
 	if n := b.count(t, `SELECT count(*) FROM events WHERE route = 'sw'`); n != 1 {
 		t.Errorf("%d rows", n)
 	}
@@ -198,7 +202,6 @@ func TestNoneAuthWarnsAtStartup(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := `level=WARN msg="route accepts webhooks without authentication (auth: none: true)" route=open`
-	if !strings.Contains(logs.String(), want) || strings.Count(logs.String(), "\n") != 1 {
-		t.Errorf("startup logs:\n%s\nwant one line: %s", logs.String(), want)
-	}
+	assert.Contains(t, logs.String(), want, "startup logs")
+	assert.Equal(t, 1, strings.Count(logs.String(), "\n"), "startup logs, want one line:\n%s", logs.String())
 }

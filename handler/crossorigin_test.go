@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/stretchr/testify/assert"
+
 	"github.com/webhook-outbox/webhook-outbox/handler"
 )
 
@@ -100,9 +102,9 @@ func TestCrossSiteWritesAreRefused(t *testing.T) {
 	cancel := `{"ids":["` + strconv.FormatInt(jobID, 10) + `"]}`
 	forbidden := func(what string, status int, header http.Header, raw string) {
 		t.Helper()
-		if status != 403 || header.Get("Content-Type") != "application/json" || !strings.HasPrefix(raw, `{"error":"cross-origin request refused`) {
-			t.Errorf("%s: %d %s", what, status, raw)
-		}
+		assert.Equal(t, 403, status, "%s: %s", what, raw)
+		assert.Equal(t, "application/json", header.Get("Content-Type"), "%s: %s", what, raw)
+		assert.True(t, strings.HasPrefix(raw, `{"error":"cross-origin request refused`), "%s: %s", what, raw)
 	}
 	for name, headers := range map[string]map[string]string{
 		"Sec-Fetch-Site":   crossSite,
@@ -128,15 +130,13 @@ func TestCrossSiteWritesAreRefused(t *testing.T) {
 
 	// A script: Bearer token, no Origin, no Sec-Fetch-Site.
 	status, _, raw = b.send(t, "POST", "/admin/v1/routes/genesys/pause", "", map[string]string{"Authorization": "Bearer " + adminToken})
-	if status != 200 || !b.paused(t, "genesys") {
-		t.Errorf("pause from a script: %d %s", status, raw)
-	}
+	assert.Equal(t, 200, status, "pause from a script: %s", raw)
+	assert.True(t, b.paused(t, "genesys"), "pause from a script: %s", raw)
 	// River UI's own button: same origin, with the text/plain body its
 	// frontend sends.
 	status, _, raw = b.send(t, "POST", "/riverui/api/jobs/cancel", cancel, with(crossSite, "Origin", b.server.URL, "Sec-Fetch-Site", "same-origin"))
-	if status != 200 || jobState() != "cancelled" {
-		t.Errorf("River UI's own cancel: %d %s, job %s", status, raw, jobState())
-	}
+	assert.Equal(t, 200, status, "River UI's own cancel: %s", raw)
+	assert.Equal(t, "cancelled", jobState(), "River UI's own cancel: %s", raw)
 }
 
 // TestAdminBodiesMustBeJSON: admin endpoints that read a body take it only
@@ -148,9 +148,8 @@ func TestAdminBodiesMustBeJSON(t *testing.T) {
 	for _, path := range []string{"/admin/v1/events/replay", "/admin/v1/dead-letters/retry"} {
 		for _, ct := range []string{"", "text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"} {
 			status, _, raw := b.send(t, "POST", path, `{"route":"genesys","since":"1h","dry_run":true}`, with(bearer, "Content-Type", ct))
-			if status != 415 || raw != `{"error":"this endpoint takes a JSON body: send Content-Type: application/json"}`+"\n" {
-				t.Errorf("%s as %q: %d %s", path, ct, status, raw)
-			}
+			assert.Equal(t, 415, status, "%s as %q: %s", path, ct, raw)
+			assert.Equal(t, `{"error":"this endpoint takes a JSON body: send Content-Type: application/json"}`+"\n", raw, "%s as %q", path, ct)
 		}
 		status, _, raw := b.send(t, "POST", path, `{"route":"genesys","since":"1h","dry_run":true}`, with(bearer, "Content-Type", "application/json; charset=utf-8"))
 		if status != 200 {
@@ -183,26 +182,24 @@ func TestOperatorPagesCannotBeFramed(t *testing.T) {
 		{"/console/", nil, 401}, {"/admin/v1/routes", bearer, 200},
 	} {
 		status, header, raw := b.send(t, "GET", c.path, "", c.headers)
-		if status != c.status || header.Get("X-Frame-Options") != "DENY" || header.Get("Content-Security-Policy") != "frame-ancestors 'none'" {
-			t.Errorf("GET %s: %d X-Frame-Options=%q CSP=%q %.100s", c.path, status, header.Get("X-Frame-Options"), header.Get("Content-Security-Policy"), raw)
-		}
+		assert.Equal(t, c.status, status, "GET %s: %.100s", c.path, raw)
+		assert.Equal(t, "DENY", header.Get("X-Frame-Options"), "GET %s: X-Frame-Options", c.path)
+		assert.Equal(t, "frame-ancestors 'none'", header.Get("Content-Security-Policy"), "GET %s: Content-Security-Policy", c.path)
 	}
 	if n := reached.Load(); n != 2 {
 		t.Errorf("the console was reached %d times, want 2", n)
 	}
 	status, _, raw := b.send(t, "POST", "/console/dead-letters/7/retry", "", with(crossSite, "Authorization", "Bearer "+adminToken))
-	if n := reached.Load(); status != 403 || n != 2 {
-		t.Errorf("cross-site console retry: %d %s (console reached %d times)", status, raw, n)
-	}
+	assert.Equal(t, 403, status, "cross-site console retry: %s", raw)
+	assert.EqualValues(t, 2, reached.Load(), "cross-site console retry reached the console")
 	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	resp, err := noFollow.Get(b.server.URL + "/console")
 	if err != nil {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if resp.StatusCode != 301 || resp.Header.Get("Location") != "/console/" {
-		t.Errorf("/console: %d %v", resp.StatusCode, resp.Header)
-	}
+	assert.Equal(t, 301, resp.StatusCode, "/console: %v", resp.Header)
+	assert.Equal(t, "/console/", resp.Header.Get("Location"), "/console: %v", resp.Header)
 }
 
 // TestAdminChallenges: the admin API always gets a Bearer challenge, which
@@ -230,13 +227,12 @@ func TestAdminChallenges(t *testing.T) {
 	} {
 		status, header, _ := b.send(t, c.method, c.path, "", with(nil, "Sec-Fetch-Site", c.site, "Sec-Fetch-Dest", c.dest, "Sec-Fetch-Mode", c.mode))
 		got, _, _ := strings.Cut(header.Get("WWW-Authenticate"), " ")
-		if status != 401 || got != c.want || header.Get("Cache-Control") != "no-store" {
-			t.Errorf("%s %s (site %q, dest %q): %d WWW-Authenticate %q Cache-Control %q, want %s", c.method, c.path, c.site, c.dest, status, header.Get("WWW-Authenticate"), header.Get("Cache-Control"), c.want)
-		}
+		assert.Equal(t, 401, status, "%s %s (site %q, dest %q)", c.method, c.path, c.site, c.dest)
+		assert.Equal(t, c.want, got, "%s %s (site %q, dest %q): WWW-Authenticate %q", c.method, c.path, c.site, c.dest, header.Get("WWW-Authenticate"))
+		assert.Equal(t, "no-store", header.Get("Cache-Control"), "%s %s (site %q, dest %q): Cache-Control", c.method, c.path, c.site, c.dest)
 	}
 	// A wrong token: the same rule.
 	status, header, _ := b.send(t, "GET", "/admin/v1/routes", "", map[string]string{"Authorization": basicAuth("u", "wrong")})
-	if status != 401 || !strings.HasPrefix(header.Get("WWW-Authenticate"), "Bearer") {
-		t.Errorf("wrong Basic password on the API: %d %q", status, header.Get("WWW-Authenticate"))
-	}
+	assert.Equal(t, 401, status, "wrong Basic password on the API")
+	assert.True(t, strings.HasPrefix(header.Get("WWW-Authenticate"), "Bearer"), "wrong Basic password on the API: WWW-Authenticate %q", header.Get("WWW-Authenticate"))
 }

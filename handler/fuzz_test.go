@@ -19,6 +19,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/stretchr/testify/require"
+
 	outbox "github.com/webhook-outbox/webhook-outbox"
 	"github.com/webhook-outbox/webhook-outbox/config"
 	"github.com/webhook-outbox/webhook-outbox/internal/whsig"
@@ -53,17 +55,18 @@ func FuzzExtractKey(f *testing.F) {
 		h := http.Header{"Webhook-Id": {headerValue}}
 		key, e := extractKey(sources, h, body)
 		if e != nil {
-			if key != "" || e.Status != http.StatusUnprocessableEntity || e.Message == "" {
-				t.Fatalf("key %q with error %d %q", key, e.Status, e.Message)
-			}
+			require.Empty(t, key, "key with error %d %q", e.Status, e.Message)
+			require.Equal(t, http.StatusUnprocessableEntity, e.Status, "error %q", e.Message)
+			require.NotEmpty(t, e.Message, "error %d without a message", e.Status)
 			return
 		}
-		if key == "" || len(key) > config.MaxKeyBytes || !utf8.ValidString(key) || strings.ContainsFunc(key, isControl) {
-			t.Fatalf("extracted key %q", key)
-		}
+		require.NotEmpty(t, key, "extracted key")
+		require.LessOrEqual(t, len(key), config.MaxKeyBytes, "extracted key %q", key)
+		require.True(t, utf8.ValidString(key), "extracted key %q", key)
+		require.False(t, strings.ContainsFunc(key, isControl), "extracted key %q", key)
 		// With the header alone, the key is the header.
-		if onlyHeader, e := extractKey(newKeySources([]config.KeySource{{Header: "webhook-id"}}), h, body); e == nil && onlyHeader != headerValue {
-			t.Fatalf("header key %q, sent %q", onlyHeader, headerValue)
+		if onlyHeader, e := extractKey(newKeySources([]config.KeySource{{Header: "webhook-id"}}), h, body); e == nil {
+			require.Equal(t, headerValue, onlyHeader, "header key")
 		}
 	})
 }
@@ -104,12 +107,13 @@ func FuzzHMACVerifier(f *testing.F) {
 		why := a.check(http.Header{"X-Signature": {header}}, body, time.Now())
 		if why == "" {
 			sig, err := decode(strings.TrimPrefix(header, prefix))
-			if err != nil || !strings.HasPrefix(header, prefix) ||
-				(!hmac.Equal(sig, mac(newHash, secrets[0], body)) && !hmac.Equal(sig, mac(newHash, secrets[1], body))) {
-				t.Fatalf("accepted a forged signature %q", header)
-			}
-		} else if strings.Contains(why, string(secrets[0])) || strings.Contains(why, string(secrets[1])) {
-			t.Fatalf("the refusal shows a secret: %s", why)
+			require.NoError(t, err, "accepted a forged signature %q", header)
+			require.True(t, strings.HasPrefix(header, prefix), "accepted a forged signature %q", header)
+			require.True(t, hmac.Equal(sig, mac(newHash, secrets[0], body)) || hmac.Equal(sig, mac(newHash, secrets[1], body)),
+				"accepted a forged signature %q", header)
+		} else {
+			require.NotContains(t, why, string(secrets[0]), "the refusal shows a secret")
+			require.NotContains(t, why, string(secrets[1]), "the refusal shows a secret")
 		}
 	})
 }
@@ -146,9 +150,9 @@ func FuzzStandardWebhooksVerifier(f *testing.F) {
 			return
 		}
 		secs, err := strconv.ParseInt(ts, 10, 64)
-		if err != nil || secs < now.Unix()-300 || secs > now.Unix()+300 {
-			t.Fatalf("accepted timestamp %q", ts)
-		}
+		require.NoError(t, err, "accepted timestamp %q", ts)
+		require.GreaterOrEqual(t, secs, now.Unix()-300, "accepted timestamp %q", ts)
+		require.LessOrEqual(t, secs, now.Unix()+300, "accepted timestamp %q", ts)
 		for _, s := range strings.Fields(sigs) {
 			for _, key := range keys {
 				if s == sign(key, ts) {
@@ -182,13 +186,12 @@ func FuzzCredentialVerifiers(f *testing.F) {
 		h := http.Header{"Authorization": {authorization}, "X-Webhook-Token": {token}}
 		if basic.check(h, nil, time.Now()) == "" {
 			user, pass, ok := (&http.Request{Header: h}).BasicAuth()
-			if !ok || user != "genesys" || (pass != "old-pw" && pass != "new-pw") {
-				t.Fatalf("basic accepted %q", authorization)
-			}
+			require.True(t, ok, "basic accepted %q", authorization)
+			require.Equal(t, "genesys", user, "basic accepted %q", authorization)
+			require.Contains(t, []string{"old-pw", "new-pw"}, pass, "basic accepted %q", authorization)
 		}
-		if ok := header.check(h, nil, time.Now()) == ""; ok != (token == "old-token" || token == "new-token") {
-			t.Fatalf("header mode accepted=%v for %q", ok, token)
-		}
+		accepted := header.check(h, nil, time.Now()) == ""
+		require.Equal(t, token == "old-token" || token == "new-token", accepted, "header mode accepted %q", token)
 	})
 }
 
@@ -276,18 +279,19 @@ func FuzzIntake(f *testing.F) {
 		}
 		if w.Code == 200 {
 			key := answer["key"]
-			if len(answer) != 2 || (answer["status"] != "accepted" && answer["status"] != "duplicate") ||
-				key == "" || len(key) > config.MaxKeyBytes || !utf8.ValidString(key) || strings.ContainsFunc(key, isControl) {
-				t.Fatalf("200 answer %q", w.Body)
-			}
+			require.Len(t, answer, 2, "200 answer %q", w.Body)
+			require.Contains(t, []string{"accepted", "duplicate"}, answer["status"], "200 answer %q", w.Body)
+			require.NotEmpty(t, key, "200 answer %q", w.Body)
+			require.LessOrEqual(t, len(key), config.MaxKeyBytes, "200 answer %q", w.Body)
+			require.True(t, utf8.ValidString(key), "200 answer %q", w.Body)
+			require.False(t, strings.ContainsFunc(key, isControl), "200 answer %q", w.Body)
 			return
 		}
-		if len(answer) != 1 || answer["error"] == "" {
-			t.Fatalf("%d answer %q", w.Code, w.Body)
-		}
+		require.Len(t, answer, 1, "%d answer %q", w.Code, w.Body)
+		require.NotEmpty(t, answer["error"], "%d answer %q", w.Code, w.Body)
 		for _, secret := range []string{"tok-1", "tok-2", "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"} {
-			if strings.Contains(answer["error"], secret) && !strings.Contains(route+contentType, secret) {
-				t.Fatalf("the error shows a secret: %q", answer["error"])
+			if !strings.Contains(route+contentType, secret) { // the request itself put it in its route or Content-Type
+				require.NotContains(t, answer["error"], secret, "the error shows a secret")
 			}
 		}
 	})

@@ -17,6 +17,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
 	"github.com/webhook-outbox/webhook-outbox/config"
 )
 
@@ -140,17 +143,15 @@ func TestAnonymousBodiesCannotStarveSenders(t *testing.T) {
 	b.hold(t, "signed-a", "203.0.113.1", "")
 	b.waitAnonymous(t, 1)
 	status, raw := answerOn(t, b.hold(t, "signed-a", "203.0.113.1", ""))
-	if status != 429 || !strings.Contains(raw, "route signed-a is already reading the most bodies from this address that it may") {
-		t.Errorf("a second idle body from one address: %d %s", status, raw)
-	}
+	assert.Equal(t, 429, status, "a second idle body from one address: %s", raw)
+	assert.Contains(t, raw, "route signed-a is already reading the most bodies from this address that it may", "a second idle body from one address")
 	for i := 2; i <= 4; i++ {
 		b.hold(t, "signed-a", fmt.Sprintf("203.0.113.%d", i), "")
 	}
 	b.waitAnonymous(t, 4)
 	status, raw = answerOn(t, b.hold(t, "signed-a", "203.0.113.5", ""))
-	if status != 429 || !strings.Contains(raw, "route signed-a is already reading the most bodies of senders not yet authenticated") {
-		t.Errorf("a fifth idle body on one route: %d %s", status, raw)
-	}
+	assert.Equal(t, 429, status, "a fifth idle body on one route: %s", raw)
+	assert.Contains(t, raw, "route signed-a is already reading the most bodies of senders not yet authenticated", "a fifth idle body on one route")
 	// The other signed route has room.
 	if status, raw := b.signedPost(t, "signed-b", "secret-b", "203.0.113.1", "b-1"); status != 200 {
 		t.Errorf("a signed request to another route during the flood: %d %s", status, raw)
@@ -160,14 +161,12 @@ func TestAnonymousBodiesCannotStarveSenders(t *testing.T) {
 	}
 	b.waitAnonymous(t, 8)
 	status, raw = answerOn(t, b.hold(t, "signed-b", "198.51.100.99", ""))
-	if status != 429 || !strings.Contains(raw, "intake is already reading the most bodies of senders not yet authenticated") {
-		t.Errorf("past half of max_inflight_requests: %d %s", status, raw)
-	}
+	assert.Equal(t, 429, status, "past half of max_inflight_requests: %s", raw)
+	assert.Contains(t, raw, "intake is already reading the most bodies of senders not yet authenticated", "past half of max_inflight_requests")
 	// Without the token: 401 at once, before the body, and no slot.
 	status, raw = answerOn(t, b.hold(t, "token", "192.0.2.1", ""))
-	if status != 401 || !strings.Contains(raw, "X-Webhook-Token header is missing") {
-		t.Errorf("no token: %d %s", status, raw)
-	}
+	assert.Equal(t, 401, status, "no token: %s", raw)
+	assert.Contains(t, raw, "X-Webhook-Token header is missing", "no token")
 	// With it, a sender gets one of the slots kept for authenticated ones.
 	req, _ := http.NewRequest(http.MethodPost, b.srv.URL+"/webhooks/token", strings.NewReader(`{"id":"t-1"}`))
 	req.Header.Set("Content-Type", "application/json")
@@ -193,12 +192,11 @@ func TestSlowBodyIsCutOffAtBodyTimeout(t *testing.T) {
 	b := setupGate(t, "300ms")
 	start := time.Now()
 	status, raw := answerOn(t, b.hold(t, "signed-a", "203.0.113.1", ""))
-	if status != 408 || raw != `{"error":"the request body did not arrive in time; send it again"}`+"\n" {
-		t.Errorf("an idle body: %d %s", status, raw)
-	}
-	if elapsed := time.Since(start); elapsed < 300*time.Millisecond || elapsed > 20*time.Second {
-		t.Errorf("answered after %s; intake_body_timeout is 300ms", elapsed)
-	}
+	elapsed := time.Since(start)
+	assert.Equal(t, 408, status, "an idle body: %s", raw)
+	assert.Equal(t, `{"error":"the request body did not arrive in time; send it again"}`+"\n", raw, "an idle body")
+	assert.GreaterOrEqual(t, elapsed, 300*time.Millisecond, "answered before intake_body_timeout (300ms)")
+	assert.LessOrEqual(t, elapsed, 20*time.Second, "answered long after intake_body_timeout (300ms)")
 	b.waitAnonymous(t, 0)
 	if status, raw := b.signedPost(t, "signed-a", "secret-a", "203.0.113.1", "a-1"); status != 200 {
 		t.Errorf("the same address afterwards: %d %s", status, raw)
@@ -212,9 +210,9 @@ func TestBodyBufferIsNotReservedUpFront(t *testing.T) {
 	r := httptest.NewRequest(http.MethodPost, "/webhooks/x", io.MultiReader(strings.NewReader("{"), errReader{}))
 	r.ContentLength = 1 << 20
 	var buf bytes.Buffer
-	if e := readBody(httptest.NewRecorder(), r, 1<<20, &buf); e == nil || e.Status != http.StatusBadRequest {
-		t.Fatalf("readBody = %v", e)
-	}
+	e := readBody(httptest.NewRecorder(), r, 1<<20, &buf)
+	require.NotNil(t, e, "readBody")
+	require.Equal(t, http.StatusBadRequest, e.Status, "readBody = %v", e)
 	if buf.Cap() > initialBodyBuffer+bytes.MinRead {
 		t.Errorf("reserved %d bytes for a body announced as 1 MiB of which 1 byte came; at most %d", buf.Cap(), initialBodyBuffer)
 	}
@@ -230,9 +228,9 @@ func TestIntakeGateBudgets(t *testing.T) {
 	t.Parallel()
 	for _, c := range []struct{ max, all, route, client int }{{1, 1, 1, 1}, {16, 8, 4, 1}, {64, 32, 16, 4}, {1024, 512, 256, 64}} {
 		g := newIntakeGate(c.max)
-		if g.anonMax != c.all || g.anonRouteMax != c.route || g.anonClientMax != c.client {
-			t.Errorf("max_inflight_requests %d: budgets %d/%d/%d, want %d/%d/%d", c.max, g.anonMax, g.anonRouteMax, g.anonClientMax, c.all, c.route, c.client)
-		}
+		assert.Equal(t, c.all, g.anonMax, "max_inflight_requests %d: all", c.max)
+		assert.Equal(t, c.route, g.anonRouteMax, "max_inflight_requests %d: per route", c.max)
+		assert.Equal(t, c.client, g.anonClientMax, "max_inflight_requests %d: per client", c.max)
 	}
 	g := newIntakeGate(64)
 	var releases []func()
@@ -255,7 +253,7 @@ func TestIntakeGateBudgets(t *testing.T) {
 		release()
 		release() // twice is harmless
 	}
-	if g.anon != 0 || len(g.anonRoute) != 0 || len(g.anonClient) != 0 {
-		t.Errorf("after release: %d %v %v", g.anon, g.anonRoute, g.anonClient)
-	}
+	assert.Zero(t, g.anon, "after release")
+	assert.Empty(t, g.anonRoute, "after release")
+	assert.Empty(t, g.anonClient, "after release")
 }

@@ -25,7 +25,6 @@ import (
 	outbox "github.com/webhook-outbox/webhook-outbox"
 	"github.com/webhook-outbox/webhook-outbox/config"
 	"github.com/webhook-outbox/webhook-outbox/internal/tracing"
-	"github.com/webhook-outbox/webhook-outbox/store"
 )
 
 // Acceptor stores an accepted webhook and enqueues its delivery, returning
@@ -262,7 +261,7 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64, buf *bytes.Bu
 	switch {
 	case errors.As(err, &maxErr):
 		return bodyTooLarge(limit)
-	case isTimeout(err):
+	case outbox.IsTimeout(err):
 		// The body deadline (or the server's ReadTimeout) cut a body that
 		// came too slowly.
 		return errorf(http.StatusRequestTimeout, "the request body did not arrive in time; send it again")
@@ -285,11 +284,6 @@ func (in *Intake) anonymousFull(full int, route string) *Error {
 		msg = "the event was not stored because intake is already reading the most bodies of senders not yet authenticated that it may; retry later"
 	}
 	return &Error{Status: http.StatusTooManyRequests, Message: msg, RetryAfter: in.retryAfter}
-}
-
-func isTimeout(err error) bool {
-	var netErr net.Error
-	return errors.As(err, &netErr) && netErr.Timeout()
 }
 
 // errText says why a body could not be read, without the socket addresses
@@ -402,7 +396,7 @@ func keptHeaders(h http.Header, route *config.Route) http.Header {
 // and answers duplicate if the event was stored.
 func (in *Intake) unavailable(err error) *Error {
 	msg := "the database is unavailable, so the event may not have been stored; retry later: if it was stored, the retry answers duplicate"
-	if store.IsTimeout(err) {
+	if outbox.IsTimeout(err) {
 		msg = fmt.Sprintf("the database did not confirm within %s that the event was stored; retry later: if it was stored, the retry answers duplicate", in.timeout)
 	}
 	return &Error{Status: http.StatusServiceUnavailable, Message: msg, RetryAfter: in.retryAfter}

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	outbox "github.com/webhook-outbox/webhook-outbox"
 	"github.com/webhook-outbox/webhook-outbox/config"
@@ -152,9 +154,9 @@ func TestAcceptStoresEventAndJobInOneGo(t *testing.T) {
 	body := readTestdata(t, "data-action.json")
 
 	a := b.post(t, "genesys", body, map[string]string{"Content-Type": "application/json; charset=utf-8"})
-	if a.status != 200 || a.decoded["status"] != "accepted" || a.decoded["key"] != "5b0d6f8e-2c41-4e1a-9a77-0c3e8f1d2b64" {
-		t.Fatalf("got %d %s", a.status, a.raw)
-	}
+	require.Equal(t, 200, a.status, a.raw)
+	require.Equal(t, "accepted", a.decoded["status"], a.raw)
+	require.Equal(t, "5b0d6f8e-2c41-4e1a-9a77-0c3e8f1d2b64", a.decoded["key"], a.raw)
 
 	var stored []byte
 	var contentType string
@@ -178,12 +180,13 @@ func TestAcceptStoresEventAndJobInOneGo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if queue != "genesys" || kind != "deliver" || maxAttempts != 7 {
-		t.Errorf("job queue=%s kind=%s max_attempts=%d, want genesys deliver 7", queue, kind, maxAttempts)
-	}
-	if !args.ReceivedAt.Equal(receivedAt) || args.EventID != eventID || args.Route != "genesys" || args.Key != a.decoded["key"] {
-		t.Errorf("job args = %+v", args)
-	}
+	assert.Equal(t, "genesys", queue, "job queue")
+	assert.Equal(t, "deliver", kind, "job kind")
+	assert.Equal(t, 7, maxAttempts, "job max_attempts")
+	assert.True(t, args.ReceivedAt.Equal(receivedAt), "job args = %+v, event received at %s", args, receivedAt)
+	assert.Equal(t, eventID, args.EventID, "job args = %+v", args)
+	assert.Equal(t, "genesys", args.Route, "job args = %+v", args)
+	assert.Equal(t, a.decoded["key"], args.Key, "job args = %+v", args)
 }
 
 func TestDuplicateAnswers200WithoutNewRows(t *testing.T) {
@@ -192,9 +195,9 @@ func TestDuplicateAnswers200WithoutNewRows(t *testing.T) {
 	body := readTestdata(t, "eventbridge.json")
 	first := b.post(t, "genesys", body, nil)
 	second := b.post(t, "genesys", body, nil)
-	if first.decoded["status"] != "accepted" || second.status != 200 || second.decoded["status"] != "duplicate" {
-		t.Fatalf("first %s, second %d %s", first.raw, second.status, second.raw)
-	}
+	require.Equal(t, "accepted", first.decoded["status"], "first: %s", first.raw)
+	require.Equal(t, 200, second.status, "second: %s", second.raw)
+	require.Equal(t, "duplicate", second.decoded["status"], "second: %s", second.raw)
 	if second.decoded["key"] != "6a7e8b9c-1d2e-4f30-8a41-b52c63d74e85" {
 		t.Errorf("duplicate key = %q", second.decoded["key"])
 	}
@@ -267,9 +270,8 @@ func TestKeyExtraction(t *testing.T) {
 	}
 	for _, c := range cases {
 		a := b.post(t, c.route, []byte(c.body), c.headers)
-		if a.status != 200 || a.decoded["key"] != c.wantKey {
-			t.Errorf("%s: got %d %s, want key %q", c.name, a.status, a.raw, c.wantKey)
-		}
+		assert.Equal(t, 200, a.status, "%s: %s", c.name, a.raw)
+		assert.Equal(t, c.wantKey, a.decoded["key"], "%s: %s", c.name, a.raw)
 	}
 }
 
@@ -311,9 +313,8 @@ func TestRejections(t *testing.T) {
 		} else {
 			a = b.post(t, c.route, []byte(c.body), c.headers)
 		}
-		if a.status != c.status || !strings.Contains(a.decoded["error"], c.want) {
-			t.Errorf("%s: got %d %s, want %d with %q", c.name, a.status, a.raw, c.status, c.want)
-		}
+		assert.Equal(t, c.status, a.status, "%s: %s", c.name, a.raw)
+		assert.Contains(t, a.decoded["error"], c.want, "%s: %s", c.name, a.raw)
 		if len(a.decoded) != 1 {
 			t.Errorf("%s: error body has keys other than error: %s", c.name, a.raw)
 		}
@@ -369,17 +370,16 @@ func TestStoredHeadersHoldNoCredentials(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, secret := range append(mapValues(secrets), genesysToken) {
-		if strings.Contains(raw, secret) || strings.Contains(raw, strings.TrimPrefix(secret, "Bearer ")) {
-			t.Errorf("stored headers contain a credential: %s", raw)
-		}
+		assert.NotContains(t, raw, secret, "stored headers contain a credential")
+		assert.NotContains(t, raw, strings.TrimPrefix(secret, "Bearer "), "stored headers contain a credential")
 	}
 	var stored http.Header
 	if err := json.Unmarshal([]byte(raw), &stored); err != nil {
 		t.Fatal(err)
 	}
-	if stored.Get("X-Request-Id") != "req-42" || stored.Get("X-Genesys-Org") != "org-1" || stored.Get("Content-Type") != "application/json" {
-		t.Errorf("ordinary headers were not kept: %s", raw)
-	}
+	assert.Equal(t, "req-42", stored.Get("X-Request-Id"), "ordinary headers were not kept: %s", raw)
+	assert.Equal(t, "org-1", stored.Get("X-Genesys-Org"), "ordinary headers were not kept: %s", raw)
+	assert.Equal(t, "application/json", stored.Get("Content-Type"), "ordinary headers were not kept: %s", raw)
 }
 
 func mapValues(m map[string]string) []string {
@@ -402,9 +402,8 @@ func TestDatabaseDownAnswers503(t *testing.T) {
 	b := setupWithPool(t, pool, baseConfig)
 	start := time.Now()
 	a := b.post(t, "genesys", []byte(`{"id":"down"}`), nil)
-	if a.status != 503 || a.header.Get("Retry-After") != "30" {
-		t.Fatalf("got %d Retry-After=%q %s, want 503 with Retry-After 30", a.status, a.header.Get("Retry-After"), a.raw)
-	}
+	require.Equal(t, 503, a.status, a.raw)
+	require.Equal(t, "30", a.header.Get("Retry-After"), a.raw)
 	// It does not claim that nothing was stored (a group commit may still
 	// land), and says what a retry answers; no driver details.
 	if want := "the database is unavailable, so the event may not have been stored; retry later: if it was stored, the retry answers duplicate"; a.decoded["error"] != want {
@@ -442,9 +441,9 @@ func TestSlowDatabaseAnswers503(t *testing.T) {
 	elapsed := time.Since(start)
 	_ = tx.Rollback(ctx)
 	want := "the database did not confirm within 500ms that the event was stored; retry later: if it was stored, the retry answers duplicate"
-	if a.status != 503 || a.header.Get("Retry-After") == "" || a.decoded["error"] != want {
-		t.Fatalf("got %d %s, want 503 with %q", a.status, a.raw, want)
-	}
+	require.Equal(t, 503, a.status, a.raw)
+	require.NotEmpty(t, a.header.Get("Retry-After"), a.raw)
+	require.Equal(t, want, a.decoded["error"], a.raw)
 	if elapsed > 3*time.Second {
 		t.Errorf("answered after %s; intake_timeout is 500ms", elapsed)
 	}
@@ -486,9 +485,9 @@ func TestInflightCapAnswers429(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	a := b.post(t, "genesys", []byte(`{"id":"shed"}`), nil)
-	if a.status != 429 || a.header.Get("Retry-After") != "30" || !strings.Contains(a.decoded["error"], "max_inflight_requests") {
-		t.Fatalf("third request: %d Retry-After=%q %s, want 429 with Retry-After 30 and a JSON error", a.status, a.header.Get("Retry-After"), a.raw)
-	}
+	require.Equal(t, 429, a.status, "third request: %s", a.raw)
+	require.Equal(t, "30", a.header.Get("Retry-After"), "third request: %s", a.raw)
+	require.Contains(t, a.decoded["error"], "max_inflight_requests", "third request: %s", a.raw)
 	_ = tx.Rollback(ctx)
 	for range 2 {
 		if a := <-answers; a.status != 200 {
@@ -520,9 +519,9 @@ func TestPoolExhaustedAnswers503WithinBudget(t *testing.T) {
 	start := time.Now()
 	a := b.post(t, "genesys", []byte(`{"id":"no-conn"}`), nil)
 	elapsed := time.Since(start)
-	if a.status != 503 || a.header.Get("Retry-After") != "30" || !strings.Contains(a.decoded["error"], "did not confirm within 500ms") {
-		t.Fatalf("got %d %s, want 503 with Retry-After", a.status, a.raw)
-	}
+	require.Equal(t, 503, a.status, a.raw)
+	require.Equal(t, "30", a.header.Get("Retry-After"), a.raw)
+	require.Contains(t, a.decoded["error"], "did not confirm within 500ms", a.raw)
 	if elapsed > 3*time.Second {
 		t.Errorf("answered after %s; intake_timeout is 500ms", elapsed)
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/assert"
 
 	outbox "github.com/webhook-outbox/webhook-outbox"
 )
@@ -53,15 +54,14 @@ func TestReadinessIsCached(t *testing.T) {
 	}
 	ready.err = outbox.Errorf(outbox.EUNAVAILABLE, "the schema is at version 3, this binary needs 4: run outbox migrate up")
 	clock.add(readinessTTL - time.Millisecond)
-	if err := c.Ready(context.Background()); err != nil || ready.calls.Load() != 1 {
-		t.Errorf("within the second: %v after %d checks", err, ready.calls.Load())
-	}
+	assert.NoError(t, c.Ready(context.Background()), "within the second")
+	assert.EqualValues(t, 1, ready.calls.Load(), "checks within the second")
 	clock.add(time.Millisecond)
 	w := httptest.NewRecorder()
 	h(w, httptest.NewRequest(http.MethodGet, "/readyz", nil))
-	if w.Code != 503 || !strings.Contains(w.Body.String(), "outbox migrate up") || ready.calls.Load() != 2 {
-		t.Errorf("after a second: %d %s after %d checks", w.Code, w.Body, ready.calls.Load())
-	}
+	assert.Equal(t, 503, w.Code, "after a second: %s", w.Body)
+	assert.Contains(t, w.Body.String(), "outbox migrate up", "after a second")
+	assert.EqualValues(t, 2, ready.calls.Load(), "checks after a second")
 }
 
 // TestUntrustedForwardedForWarnsOnce: a peer that is not a trusted proxy
@@ -78,9 +78,9 @@ func TestUntrustedForwardedForWarnsOnce(t *testing.T) {
 			t.Errorf("%s: %s, want %s", remote, got, want)
 		}
 	}
-	if n := strings.Count(logs.String(), "level=WARN"); n != 1 || !strings.Contains(logs.String(), "peer=192.0.2.7") || !strings.Contains(logs.String(), "trusted_proxies") {
-		t.Errorf("%d warnings: %s", n, logs.String())
-	}
+	assert.Equal(t, 1, strings.Count(logs.String(), "level=WARN"), "warnings: %s", logs.String())
+	assert.Contains(t, logs.String(), "peer=192.0.2.7")
+	assert.Contains(t, logs.String(), "trusted_proxies")
 }
 
 // TestMetricsElsewhere: with metrics on their own listener, the main router

@@ -1,7 +1,6 @@
 package jobs
 
 import (
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
@@ -17,6 +16,8 @@ import (
 	"syscall"
 	"time"
 	"unicode/utf8"
+
+	outbox "github.com/webhook-outbox/webhook-outbox"
 )
 
 // Verdict is what a delivery attempt's result means for the job.
@@ -261,7 +262,7 @@ func classifyError(err error, target *url.URL, timeout, elapsed time.Duration) O
 	var unknownAuthority x509.UnknownAuthorityError
 	var hostnameErr x509.HostnameError
 	switch {
-	case errors.Is(err, errTargetTimeout) || errors.Is(err, context.DeadlineExceeded) || isTimeout(err):
+	case errors.Is(err, errTargetTimeout) || outbox.IsTimeout(err):
 		o.Message = fmt.Sprintf("no answer within %s", timeout)
 	case errors.As(err, &dnsErr):
 		o.Message = fmt.Sprintf("cannot resolve host %s: %s", target.Hostname(), dnsErrText(dnsErr))
@@ -277,11 +278,6 @@ func classifyError(err error, target *url.URL, timeout, elapsed time.Duration) O
 		o.Message = fmt.Sprintf("request to %s failed after %s: %s", host, roundDuration(elapsed), innermost(err))
 	}
 	return o
-}
-
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
 }
 
 func dnsErrText(e *net.DNSError) string {

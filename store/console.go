@@ -68,6 +68,54 @@ type SearchPage[T any] struct {
 // at 1 KB a body.
 const searchWindow = 1000
 
+// windowRow is one row of a windowed search: where it stands in the
+// search's order (at, id: the cursor), whether it matched, and, if it did,
+// the item it gives.
+type windowRow[T any] struct {
+	matched bool
+	at      time.Time
+	id      int64
+	item    T
+}
+
+// scanWindows runs a windowed search: next reads the following window of
+// at most window rows (and moves its own position past them), until limit
+// matches fill the page, the rows run out, or budget has passed. The page's
+// cursor goes on after its last item, or, when the budget cut the search
+// short, after the last row read.
+func scanWindows[T any](limit, window int, budget time.Duration, next func() ([]windowRow[T], error)) (*SearchPage[T], error) {
+	page := &SearchPage[T]{Items: []T{}}
+	start := time.Now()
+	var lastAt time.Time // where each item stands, for the cursor
+	var lastID int64
+	for {
+		rows, err := next()
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range rows {
+			if r.matched && len(page.Items) == limit {
+				page.Next = encodeCursor(lastAt, lastID)
+				return page, nil
+			}
+			page.Scanned++
+			if r.matched {
+				page.Items = append(page.Items, r.item)
+				lastAt, lastID = r.at, r.id
+			}
+		}
+		if len(rows) < window {
+			return page, nil // nothing left
+		}
+		if time.Since(start) >= budget {
+			last := rows[len(rows)-1]
+			page.Partial = true
+			page.Next = encodeCursor(last.at, last.id)
+			return page, nil
+		}
+	}
+}
+
 // SearchDeadLetters returns up to limit dead letters matching f, newest
 // failure first, after cursor. Without a payload condition it reads one
 // page. With one, it scans windows of dead letters until the page is full,
@@ -89,47 +137,36 @@ func (s *Store) SearchDeadLetters(ctx context.Context, f outbox.DeadLetterFilter
 		}
 		params.BeforeFailedAt, params.BeforeJobID = &at, &id
 	}
-	page := &SearchPage[outbox.DeadLetter]{Items: []outbox.DeadLetter{}}
-	start := time.Now()
-	for {
+	return scanWindows(limit, int(params.MaxRows), budget, func() ([]windowRow[outbox.DeadLetter], error) {
 		rows, err := s.q.ConsoleDeadLetterWindow(ctx, params)
 		if err != nil {
 			return nil, fmt.Errorf("error listing dead letters: %w", err)
 		}
-		for _, r := range rows {
+		out := make([]windowRow[outbox.DeadLetter], len(rows))
+		for i, r := range rows {
+			out[i] = windowRow[outbox.DeadLetter]{matched: r.Matched, id: r.JobID}
+			if r.FailedAt != nil {
+				out[i].at = *r.FailedAt
+			}
 			if !r.Matched {
-				page.Scanned++
 				continue
 			}
-			if len(page.Items) == limit {
-				last := page.Items[limit-1]
-				page.Next = encodeCursor(last.FailedAt, last.JobID)
-				return page, nil
-			}
-			page.Scanned++
 			d := outbox.DeadLetter{
 				JobID: r.JobID, EventID: r.EventID, Route: r.Route, Key: r.Key, State: r.State,
 				Attempts: int(r.Attempts), MaxAttempts: int(r.MaxAttempts), ReceivedAt: r.ReceivedAt,
+				FailedAt: out[i].at,
 			}
 			if r.LastError != nil {
 				d.LastError = *r.LastError
 			}
-			if r.FailedAt != nil {
-				d.FailedAt = *r.FailedAt
-			}
-			page.Items = append(page.Items, d)
+			out[i].item = d
 		}
-		if len(rows) < int(params.MaxRows) {
-			return page, nil // nothing left
+		if len(rows) > 0 {
+			last := rows[len(rows)-1]
+			params.BeforeFailedAt, params.BeforeJobID = last.FailedAt, &last.JobID
 		}
-		last := rows[len(rows)-1]
-		params.BeforeFailedAt, params.BeforeJobID = last.FailedAt, &last.JobID
-		if time.Since(start) >= budget {
-			page.Partial = true
-			page.Next = encodeCursor(*last.FailedAt, last.JobID)
-			return page, nil
-		}
-	}
+		return out, nil
+	})
 }
 
 // DeadLetterView is a dead letter as the console's page shows it: the
@@ -306,41 +343,29 @@ func (s *Store) SearchEvents(ctx context.Context, q EventSearch, limit int, curs
 		}
 		params.BeforeReceivedAt, params.BeforeID = &at, &id
 	}
-	page := &SearchPage[EventSummary]{Items: []EventSummary{}}
-	start := time.Now()
-	for {
+	return scanWindows(limit, int(params.MaxRows), budget, func() ([]windowRow[EventSummary], error) {
 		rows, err := s.q.ConsoleEventWindow(ctx, params)
 		if err != nil {
 			return nil, fmt.Errorf("error searching events: %w", err)
 		}
-		for _, r := range rows {
+		out := make([]windowRow[EventSummary], len(rows))
+		for i, r := range rows {
+			out[i] = windowRow[EventSummary]{matched: r.Matched, at: r.ReceivedAt, id: r.ID}
 			if !r.Matched {
-				page.Scanned++
 				continue
 			}
-			if len(page.Items) == limit {
-				last := page.Items[limit-1]
-				page.Next = encodeCursor(last.ReceivedAt, last.ID)
-				return page, nil
-			}
-			page.Scanned++
 			detail := &outbox.EventDetail{DeliveredAt: r.DeliveredAt}
 			if r.JobState != "" {
 				detail.Jobs = []outbox.JobDetail{{State: r.JobState, FinalizedAt: r.JobFinalizedAt}}
 			}
-			page.Items = append(page.Items, EventSummary{
+			out[i].item = EventSummary{
 				ID: r.ID, Route: r.Route, Key: r.Key, ReceivedAt: r.ReceivedAt, DeliveredAt: r.DeliveredAt, State: eventState(detail),
-			})
+			}
 		}
-		if len(rows) < int(params.MaxRows) {
-			return page, nil
+		if len(rows) > 0 {
+			last := rows[len(rows)-1]
+			params.BeforeReceivedAt, params.BeforeID = &last.ReceivedAt, &last.ID
 		}
-		last := rows[len(rows)-1]
-		params.BeforeReceivedAt, params.BeforeID = &last.ReceivedAt, &last.ID
-		if time.Since(start) >= budget {
-			page.Partial = true
-			page.Next = encodeCursor(last.ReceivedAt, last.ID)
-			return page, nil
-		}
-	}
+		return out, nil
+	})
 }

@@ -154,12 +154,6 @@ func (in *Intake) acceptBatch(ctx context.Context, evs []*outbox.NewEvent, param
 	return res, nil
 }
 
-// IsTimeout reports whether err came from a context deadline, as opposed to
-// the database refusing or failing.
-func IsTimeout(err error) bool {
-	return errors.Is(err, context.DeadlineExceeded) || pgconn.Timeout(err)
-}
-
 func isUndefinedTable(err error) bool {
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && pgErr.Code == pgerrcode.UndefinedTable

@@ -268,12 +268,12 @@ func TestInterruptedPartitionDropIsFinished(t *testing.T) {
 		// table, so the drop cannot have it; the run is cancelled while it
 		// waits (or gives up on its own), and Postgres fails the statement.
 		reader := b.conn(t)
-		store.SetStepHook(b.store, func(ctx context.Context, step string) error {
+		store.SetStepHook(b.store, func(_ context.Context, step string) error {
 			if step != "detached "+part {
 				return nil
 			}
 			// This runs on maintenance's goroutine: errors, not t.Fatal.
-			ctx = context.Background() // not the run's, which the test cancels
+			ctx := context.Background() // not the run's, which the test cancels
 			if _, err := reader.Exec(ctx, `BEGIN; SELECT count(*) FROM `+part); err != nil {
 				return fmt.Errorf("test reader: %w", err)
 			}

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/webhook-outbox/webhook-outbox/config"
@@ -72,8 +74,8 @@ func TestComposeFile(t *testing.T) {
 	if !strings.HasPrefix(pg.Image, "postgres:17") {
 		t.Errorf("postgres image is %q, want postgres:17", pg.Image)
 	}
-	if pg.Healthcheck == nil || !strings.Contains(strings.Join(pg.Healthcheck.Test, " "), "pg_isready") {
-		t.Errorf("postgres has no pg_isready healthcheck")
+	if assert.NotNil(t, pg.Healthcheck, "postgres has no healthcheck") {
+		assert.Contains(t, strings.Join(pg.Healthcheck.Test, " "), "pg_isready", "postgres has no pg_isready healthcheck")
 	}
 	namedVolume := false
 	for _, v := range pg.Volumes {
@@ -87,19 +89,20 @@ func TestComposeFile(t *testing.T) {
 	}
 
 	migrate := f.Services["migrate"]
-	if !slices.Equal(migrate.Command, []string{"migrate", "up"}) || migrate.DependsOn["postgres"].Condition != "service_healthy" {
-		t.Errorf("migrate runs %v after postgres is %q; want `migrate up` once postgres is healthy", migrate.Command, migrate.DependsOn["postgres"].Condition)
-	}
+	assert.Equal(t, []string{"migrate", "up"}, migrate.Command, "migrate's command")
+	assert.Equal(t, "service_healthy", migrate.DependsOn["postgres"].Condition, "migrate runs before postgres is healthy")
 	outbox := f.Services["outbox"]
-	if len(outbox.Command) == 0 || outbox.Command[0] != "serve" || outbox.DependsOn["migrate"].Condition != "service_completed_successfully" {
-		t.Errorf("outbox runs %v after migrate is %q; want serve once migrate succeeded", outbox.Command, outbox.DependsOn["migrate"].Condition)
+	if assert.NotEmpty(t, outbox.Command, "outbox's command") {
+		assert.Equal(t, "serve", outbox.Command[0], "outbox runs %v", outbox.Command)
 	}
+	assert.Equal(t, "service_completed_successfully", outbox.DependsOn["migrate"].Condition, "outbox runs before migrate succeeded")
 	if !slices.ContainsFunc(outbox.Ports, func(p string) bool { return strings.HasSuffix(p, ":8080") }) {
 		t.Errorf("outbox publishes no port 8080: %v", outbox.Ports)
 	}
 	for name, s := range f.Services {
-		if name != "postgres" && (s.Build == nil || s.Image != outbox.Image) {
-			t.Errorf("service %s does not build the outbox image %q (build %v, image %q)", name, outbox.Image, s.Build, s.Image)
+		if name != "postgres" {
+			assert.NotNil(t, s.Build, "service %s does not build the outbox image", name)
+			assert.Equal(t, outbox.Image, s.Image, "service %s does not build the outbox image", name)
 		}
 	}
 
@@ -133,9 +136,11 @@ func TestComposeFile(t *testing.T) {
 	}
 	composeCfg := parseConfigFile(t, repoFile(mounted), env)
 	demo := f.Services["demo-target"]
-	if i := slices.Index(demo.Command, "--listen"); demo.Command[0] != "demo-target" || i < 0 || demo.Command[i+1] != ":9090" {
-		t.Errorf("demo-target runs %v, want demo-target --listen :9090", demo.Command)
-	}
+	i := slices.Index(demo.Command, "--listen")
+	require.GreaterOrEqual(t, i, 0, "demo-target runs %v, want demo-target --listen :9090", demo.Command)
+	require.Less(t, i+1, len(demo.Command), "demo-target runs %v, want demo-target --listen :9090", demo.Command)
+	assert.Equal(t, "demo-target", demo.Command[0], "demo-target runs %v", demo.Command)
+	assert.Equal(t, ":9090", demo.Command[i+1], "demo-target runs %v", demo.Command)
 	if got := composeCfg.Routes[0].Target.URL; !strings.HasPrefix(got, "http://demo-target:9090/") {
 		t.Errorf("the compose config delivers to %s, not to the demo-target service", got)
 	}
@@ -202,20 +207,18 @@ func TestDockerfile(t *testing.T) {
 	if !strings.Contains(final, "distroless/static") && !strings.HasPrefix(final, "scratch") && !strings.HasPrefix(final, "alpine") {
 		t.Errorf("the final stage is %s, want a small base", final)
 	}
-	if user == "" || user == "root" || strings.HasPrefix(user, "0") {
-		t.Errorf("the final stage runs as %q, want a non-root user", user)
-	}
-	if !strings.Contains(build, "CGO_ENABLED=0") || !strings.Contains(build, "./cmd/outbox") {
-		t.Errorf("the build step %q does not build ./cmd/outbox with CGO_ENABLED=0", build)
-	}
+	assert.NotEmpty(t, user, "the final stage runs as root; want a non-root user")
+	assert.NotEqual(t, "root", user, "the final stage runs as root; want a non-root user")
+	assert.False(t, strings.HasPrefix(user, "0"), "the final stage runs as %q, want a non-root user", user)
+	assert.Contains(t, build, "CGO_ENABLED=0", "the build step")
+	assert.Contains(t, build, "./cmd/outbox", "the build step")
 	goMod, err := os.ReadFile(repoFile("go.mod"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	goVersion := regexp.MustCompile(`(?m)^go (\d+\.\d+)`).FindSubmatch(goMod)
-	if goVersion == nil || !strings.HasPrefix(froms[0], "golang:"+string(goVersion[1])) {
-		t.Errorf("the build stage is %s, but go.mod asks for Go %s", froms[0], goVersion[1])
-	}
+	require.NotNil(t, goVersion, "go.mod has no go line")
+	assert.True(t, strings.HasPrefix(froms[0], "golang:"+string(goVersion[1])), "the build stage is %s, but go.mod asks for Go %s", froms[0], goVersion[1])
 }
 
 // TestStaticBuild runs the Dockerfile's build command and checks that the

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"unicode"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -140,8 +142,8 @@ func TestMetricsAreDocumented(t *testing.T) {
 		documented[m[1]] = true
 	}
 	for name := range known {
-		if strings.HasPrefix(name, "outbox_") && !documented[name] {
-			t.Errorf("the metrics table of docs/operations.md does not explain %s", name)
+		if strings.HasPrefix(name, "outbox_") {
+			assert.True(t, documented[name], "the metrics table of docs/operations.md does not explain %s", name)
 		}
 	}
 	for _, name := range outboxNames(section, known) {
@@ -150,8 +152,10 @@ func TestMetricsAreDocumented(t *testing.T) {
 		}
 	}
 	sc := scrapeConfig(t)
-	if sc.JobName == "" || (sc.MetricsPath != "" && sc.MetricsPath != "/metrics") || len(sc.StaticConfigs) == 0 || len(sc.StaticConfigs[0].Targets) == 0 {
-		t.Errorf("the scrape config does not scrape /metrics of a target: %+v", sc)
+	assert.NotEmpty(t, sc.JobName, "the scrape config has no job name: %+v", sc)
+	assert.Contains(t, []string{"", "/metrics"}, sc.MetricsPath, "the scrape config does not scrape /metrics: %+v", sc)
+	if assert.NotEmpty(t, sc.StaticConfigs, "the scrape config has no target: %+v", sc) {
+		assert.NotEmpty(t, sc.StaticConfigs[0].Targets, "the scrape config has no target: %+v", sc)
 	}
 }
 
@@ -237,12 +241,9 @@ func TestAlertRules(t *testing.T) {
 					t.Errorf("%s reads up%s; select the scrape job of docs/operations.md: up{job=%q}", r.Alert, m[1], job)
 				}
 			}
-			if s := r.Labels["severity"]; s != "critical" && s != "warning" {
-				t.Errorf("%s: severity %q, want critical or warning", r.Alert, s)
-			}
-			if r.Annotations["summary"] == "" || r.Annotations["description"] == "" {
-				t.Errorf("%s needs a summary and a description", r.Alert)
-			}
+			assert.Contains(t, []string{"critical", "warning"}, r.Labels["severity"], "%s: severity", r.Alert)
+			assert.NotEmpty(t, r.Annotations["summary"], "%s needs a summary", r.Alert)
+			assert.NotEmpty(t, r.Annotations["description"], "%s needs a description", r.Alert)
 			anchor, ok := strings.CutPrefix(r.Annotations["runbook_url"], runbook)
 			if !ok {
 				t.Errorf("%s: runbook_url %q does not start with %s", r.Alert, r.Annotations["runbook_url"], runbook)
@@ -332,8 +333,8 @@ func TestDocsLinks(t *testing.T) {
 				t.Errorf("%s links to %s, which does not exist", page, target)
 				continue
 			}
-			if anchor != "" && (!strings.HasSuffix(file, ".md") || !anchors(readRepoFile(t, file))[anchor]) {
-				t.Errorf("%s links to %s, but %s has no heading #%s", page, target, file, anchor)
+			if anchor != "" && assert.True(t, strings.HasSuffix(file, ".md"), "%s links to %s, but %s is not a page with headings", page, target, file) {
+				assert.True(t, anchors(readRepoFile(t, file))[anchor], "%s links to %s, but %s has no heading #%s", page, target, file, anchor)
 			}
 		}
 		for _, span := range inlineCode(prose) {
@@ -384,9 +385,8 @@ func TestDocsCommands(t *testing.T) {
 	for _, m := range regexp.MustCompile(`(?m)^([A-Za-z0-9_-]+):(?:[^=]|$)`).FindAllStringSubmatch(readRepoFile(t, "Makefile"), -1) {
 		targets[m[1]] = true
 	}
-	if !targets["run"] || !targets["test"] {
-		t.Fatalf("cannot read the Makefile's targets: %v", targets)
-	}
+	require.True(t, targets["run"], "cannot read the Makefile's targets: %v", targets)
+	require.True(t, targets["test"], "cannot read the Makefile's targets: %v", targets)
 	usageLines := func(cmd string) string {
 		var lines []string
 		for _, l := range strings.Split(usage, "\n") {
@@ -418,13 +418,13 @@ func TestDocsCommands(t *testing.T) {
 					t.Errorf("%s: `%s`: outbox has no command %q", page, cmd, sub)
 					continue
 				}
-				if withSubcommands[sub] && regexp.MustCompile(`^[a-z]+$`).MatchString(arg) &&
-					!slices.Contains(strings.FieldsFunc(lines, func(r rune) bool { return r < 'a' || r > 'z' }), arg) {
-					t.Errorf("%s: `%s`: outbox %s has no subcommand %q", page, cmd, sub, arg)
+				if withSubcommands[sub] && regexp.MustCompile(`^[a-z]+$`).MatchString(arg) {
+					words := strings.FieldsFunc(lines, func(r rune) bool { return r < 'a' || r > 'z' })
+					assert.Contains(t, words, arg, "%s: `%s`: outbox %s has no subcommand %q", page, cmd, sub, arg)
 				}
 				for _, flag := range regexp.MustCompile(`--[a-z][a-z-]*`).FindAllString(cmd[loc[0]:], -1) {
-					if flag != "--config" && !strings.Contains(lines, flag) {
-						t.Errorf("%s: `%s`: outbox %s has no flag %s", page, cmd, sub, flag)
+					if flag != "--config" {
+						assert.Contains(t, lines, flag, "%s: `%s`: outbox %s has no flag %s", page, cmd, sub, flag)
 					}
 				}
 			}
@@ -443,9 +443,8 @@ func TestQuickStartCurl(t *testing.T) {
 	run := readRepoFile(t, "scripts/run.sh")
 	token := regexp.MustCompile(`GENESYS_TOKEN=\$\{GENESYS_TOKEN:-([^}]+)\}`).FindStringSubmatch(run)
 	listen := regexp.MustCompile(`listen=\$\{OUTBOX_LISTEN:-[^:]*:([0-9]+)\}`).FindStringSubmatch(run)
-	if token == nil || listen == nil {
-		t.Fatal("cannot read the sender token and port defaults of scripts/run.sh")
-	}
+	require.NotNil(t, token, "cannot read the sender token default of scripts/run.sh")
+	require.NotNil(t, listen, "cannot read the port default of scripts/run.sh")
 	var printed []string
 	for _, line := range strings.Split(run, "\n") {
 		l := strings.TrimSpace(line)
@@ -458,9 +457,10 @@ func TestQuickStartCurl(t *testing.T) {
 		t.Fatal("scripts/run.sh prints no curl line")
 	}
 	_, fences := splitMarkdown(docSection(t, "README.md", "### The first webhook"))
-	if len(fences) < 2 || fences[0].lang != "sh" || fences[1].lang != "json" {
-		t.Fatal("the README's first webhook is not a sh block followed by its JSON answer")
-	}
+	const notShJSON = "the README's first webhook is not a sh block followed by its JSON answer"
+	require.GreaterOrEqual(t, len(fences), 2, notShJSON)
+	require.Equal(t, "sh", fences[0].lang, notShJSON)
+	require.Equal(t, "json", fences[1].lang, notShJSON)
 	var shown []string
 	for _, l := range strings.Split(strings.TrimSpace(fences[0].text), "\n") {
 		shown = append(shown, strings.TrimSpace(l))
@@ -475,18 +475,16 @@ func TestQuickStartCurl(t *testing.T) {
 	var payload struct {
 		ID string `json:"id"`
 	}
-	if err := json.Unmarshal([]byte(readRepoFile(t, file[1])), &payload); err != nil || payload.ID == "" {
-		t.Fatalf("%s has no id: %v", file[1], err)
-	}
+	require.NoError(t, json.Unmarshal([]byte(readRepoFile(t, file[1])), &payload), "%s has no id", file[1])
+	require.NotEmpty(t, payload.ID, "%s has no id", file[1])
 	var answer struct {
 		Status, Key string
 	}
 	if err := json.Unmarshal([]byte(fences[1].text), &answer); err != nil {
 		t.Fatal(err)
 	}
-	if answer.Status != "accepted" || answer.Key != payload.ID {
-		t.Errorf("the README's answer %+v: want accepted with the payload's id %q", answer, payload.ID)
-	}
+	assert.Equal(t, "accepted", answer.Status, "the README's answer %+v", answer)
+	assert.Equal(t, payload.ID, answer.Key, "the README's answer %+v: want the payload's id", answer)
 }
 
 // TestReceivingDocsQuoteTheExamples: the Go and Node code of
@@ -510,9 +508,8 @@ func TestReceivingDocsQuoteTheExamples(t *testing.T) {
 			t.Errorf("a %s block of docs/receiving-deliveries.md is not in the example file:\n%s", f.lang, f.text)
 		}
 	}
-	if found["go"] == 0 || found["js"] == 0 {
-		t.Errorf("docs/receiving-deliveries.md quotes %v; want Go and Node code", found)
-	}
+	assert.NotZero(t, found["go"], "docs/receiving-deliveries.md quotes %v; want Go code", found)
+	assert.NotZero(t, found["js"], "docs/receiving-deliveries.md quotes %v; want Node code", found)
 }
 
 // TestFaultSuiteIsDocumented: every test of the fault-injection suite is in

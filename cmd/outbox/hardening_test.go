@@ -9,6 +9,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // TestDebugListenerIsLoopbackOnly: the profiler, which has no
@@ -19,30 +22,28 @@ func TestDebugListenerIsLoopbackOnly(t *testing.T) {
 	logger := slog.New(slog.DiscardHandler)
 	for _, addr := range []string{":6060", "0.0.0.0:6060", "[::]:6060", "10.1.2.3:6060", "outbox.internal:6060"} {
 		_, _, err := newDebugServer(addr, false, logger)
-		if err == nil || !strings.Contains(err.Error(), "OUTBOX_DEBUG_LISTEN="+addr+" is not a loopback address") || !strings.Contains(err.Error(), "OUTBOX_DEBUG_ALLOW_REMOTE=1") {
-			t.Errorf("%s: %v", addr, err)
-		}
+		assert.ErrorContains(t, err, "OUTBOX_DEBUG_LISTEN="+addr+" is not a loopback address", addr)
+		assert.ErrorContains(t, err, "OUTBOX_DEBUG_ALLOW_REMOTE=1", addr)
 	}
 	for _, c := range []struct {
 		addr  string
 		allow bool
 	}{{"127.0.0.1:0", false}, {"localhost:0", false}, {"[::1]:0", false}, {"0.0.0.0:0", true}} {
 		srv, ln, err := newDebugServer(c.addr, c.allow, logger)
-		if err != nil || srv == nil {
-			t.Errorf("%s (allowed %v): %v", c.addr, c.allow, err)
-			continue
-		}
+		require.NoError(t, err, "%s (allowed %v)", c.addr, c.allow)
+		require.NotNil(t, srv, "%s (allowed %v)", c.addr, c.allow)
 		ln.Close()
-		if srv.ReadHeaderTimeout <= 0 || srv.ReadTimeout <= 0 || srv.WriteTimeout < time.Minute || srv.IdleTimeout <= 0 || srv.MaxHeaderBytes <= 0 {
-			t.Errorf("%s: timeouts %s %s %s %s, max header bytes %d", c.addr, srv.ReadHeaderTimeout, srv.ReadTimeout, srv.WriteTimeout, srv.IdleTimeout, srv.MaxHeaderBytes)
-		}
+		assert.Positive(t, srv.ReadHeaderTimeout, "%s: ReadHeaderTimeout", c.addr)
+		assert.Positive(t, srv.ReadTimeout, "%s: ReadTimeout", c.addr)
+		assert.GreaterOrEqual(t, srv.WriteTimeout, time.Minute, "%s: WriteTimeout", c.addr)
+		assert.Positive(t, srv.IdleTimeout, "%s: IdleTimeout", c.addr)
+		assert.Positive(t, srv.MaxHeaderBytes, "%s: MaxHeaderBytes", c.addr)
 	}
 	// serve refuses to start with such an address.
 	cfg := writeConfig(t, "postgres://unused@127.0.0.1:1/db", "http://127.0.0.1:1/", "")
 	code, _, errOut := runBinary(t, []string{"OUTBOX_DEBUG_LISTEN=:6060", "TEST_GENESYS_TOKEN=t"}, "serve", "--config", cfg)
-	if code != 1 || !strings.Contains(errOut, "OUTBOX_DEBUG_LISTEN=:6060 is not a loopback address") {
-		t.Errorf("serve with OUTBOX_DEBUG_LISTEN=:6060: exit %d %s", code, errOut)
-	}
+	assert.Equal(t, 1, code, "serve with OUTBOX_DEBUG_LISTEN=:6060: %s", errOut)
+	assert.Contains(t, errOut, "OUTBOX_DEBUG_LISTEN=:6060 is not a loopback address", "serve with OUTBOX_DEBUG_LISTEN=:6060")
 }
 
 // TestMetricsListen: with metrics_listen, /metrics (with /healthz and
@@ -57,8 +58,9 @@ func TestMetricsListen(t *testing.T) {
 		}
 		raw, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if resp.StatusCode != want || (want == 200 && !strings.Contains(string(raw), "outbox_intake_events_total")) {
-			t.Errorf("%s/metrics: %d %.200s", base, resp.StatusCode, raw)
+		assert.Equal(t, want, resp.StatusCode, "%s/metrics: %.200s", base, raw)
+		if want == 200 {
+			assert.True(t, strings.Contains(string(raw), "outbox_intake_events_total"), "%s/metrics: %.200s", base, raw)
 		}
 	}
 	for _, path := range []string{"/healthz", "/readyz"} {
@@ -116,9 +118,9 @@ routes:
 			t.Errorf("config check output lacks %q:\n%s", want, out)
 		}
 	}
-	if code != 0 || strings.Contains(out+errOut, "tok-secret-1") || strings.Contains(out+errOut, "aB3dE5fG7hJ9kL1mN3pQ5rS7") {
-		t.Errorf("exit %d, output shows a token:\n%s%s", code, out, errOut)
-	}
+	assert.Equal(t, 0, code, "config check:\n%s%s", out, errOut)
+	assert.NotContains(t, out+errOut, "tok-secret-1", "output shows a token")
+	assert.NotContains(t, out+errOut, "aB3dE5fG7hJ9kL1mN3pQ5rS7", "output shows a token")
 }
 
 // TestDemoTokensAreRefusedOutsideMakeRun: serve and config check refuse a
@@ -129,18 +131,15 @@ func TestDemoTokensAreRefusedOutsideMakeRun(t *testing.T) {
 	cfg := writeConfig(t, "postgres://unused@127.0.0.1:1/db", "http://127.0.0.1:1/", "")
 	for _, args := range [][]string{{"config", "check", "--config", cfg}, {"serve", "--config", cfg}} {
 		code, _, errOut := runBinary(t, []string{"TEST_GENESYS_TOKEN=dev-genesys-token"}, args...)
-		if code != 1 || !strings.Contains(errOut, "routes[0] (genesys).auth.header.value: is a demo token published with webhook-outbox") {
-			t.Errorf("%s with the demo token: exit %d %s", args[0], code, errOut)
-		}
+		assert.Equal(t, 1, code, "%s with the demo token: %s", args[0], errOut)
+		assert.Contains(t, errOut, "routes[0] (genesys).auth.header.value: is a demo token published with webhook-outbox", "%s with the demo token", args[0])
 	}
 	code, out, errOut := runBinary(t, []string{"TEST_GENESYS_TOKEN=dev-genesys-token", "OUTBOX_ALLOW_DEMO_TOKENS=1"}, "config", "check", "--config", cfg)
-	if code != 0 || !strings.Contains(out, "is valid") {
-		t.Errorf("config check under make run: exit %d %s%s", code, out, errOut)
-	}
+	assert.Equal(t, 0, code, "config check under make run: %s%s", out, errOut)
+	assert.Contains(t, out, "is valid", "config check under make run: %s", errOut)
 	run, err := os.ReadFile(filepath.Join("..", "..", "scripts", "run.sh"))
-	if err != nil || !strings.Contains(string(run), "export OUTBOX_ALLOW_DEMO_TOKENS=1") {
-		t.Errorf("scripts/run.sh does not allow the demo tokens: %v", err)
-	}
+	require.NoError(t, err)
+	assert.Contains(t, string(run), "export OUTBOX_ALLOW_DEMO_TOKENS=1", "scripts/run.sh does not allow the demo tokens")
 }
 
 // TestRoutesListRedactsTargetTokens: routes list, from the CLI and the
@@ -149,8 +148,9 @@ func TestRoutesListRedactsTargetTokens(t *testing.T) {
 	b := setupCLI(t, "http://127.0.0.1:1/hooks/aB3dE5fG7hJ9kL1mN3pQ5rS7?api_key=key-secret-1")
 	for _, args := range [][]string{{"routes", "list", "--config", b.cfgPath}, {"routes", "list", "--json", "--config", b.cfgPath}} {
 		code, out, errOut := cli(t, args...)
-		if code != 0 || !strings.Contains(out, "http://127.0.0.1:1/hooks/xxxxx?api_key=xxxxx") || strings.Contains(out, "key-secret-1") || strings.Contains(out, "aB3dE5fG7hJ9kL1mN3pQ5rS7") {
-			t.Errorf("%v: exit %d\n%s%s", args, code, out, errOut)
-		}
+		assert.Equal(t, 0, code, "%v:\n%s%s", args, out, errOut)
+		assert.Contains(t, out, "http://127.0.0.1:1/hooks/xxxxx?api_key=xxxxx", "%v", args)
+		assert.NotContains(t, out, "key-secret-1", "%v", args)
+		assert.NotContains(t, out, "aB3dE5fG7hJ9kL1mN3pQ5rS7", "%v", args)
 	}
 }

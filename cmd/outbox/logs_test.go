@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+
 	"github.com/webhook-outbox/webhook-outbox/config"
 	"github.com/webhook-outbox/webhook-outbox/internal/testdb"
 )
@@ -233,9 +235,8 @@ func TestLogsCarryIDsAndNoSecrets(t *testing.T) {
 func requireFields(t *testing.T, l map[string]any, fields ...string) {
 	t.Helper()
 	for _, f := range fields {
-		if v, ok := l[f]; !ok || v == "" || v == nil {
-			t.Errorf("log line %q has no %s: %v", l["msg"], f, l)
-		}
+		assert.NotNil(t, l[f], "log line %q has no %s: %v", l["msg"], f, l) // missing or null
+		assert.NotEqual(t, "", l[f], "log line %q has an empty %s: %v", l["msg"], f, l)
 	}
 }
 
@@ -252,8 +253,10 @@ func TestLogFormatsAndLevels(t *testing.T) {
 		t.Errorf("an info line passed log_level warn: %s", buf.String())
 	}
 	var l map[string]any
-	if err := json.Unmarshal(buf.Bytes(), &l); err != nil || l["msg"] != "shown" || l["level"] != "WARN" || l["route"] != "r" {
-		t.Errorf("json log line = %q (%v)", buf.String(), err)
+	if assert.NoError(t, json.Unmarshal(buf.Bytes(), &l), "json log line = %q", buf.String()) {
+		assert.Equal(t, "shown", l["msg"], "json log line = %q", buf.String())
+		assert.Equal(t, "WARN", l["level"], "json log line = %q", buf.String())
+		assert.Equal(t, "r", l["route"], "json log line = %q", buf.String())
 	}
 
 	buf.Reset()
@@ -262,9 +265,8 @@ func TestLogFormatsAndLevels(t *testing.T) {
 		t.Fatal(err)
 	}
 	logger.Debug("detail", "route", "r")
-	if got := buf.String(); !strings.Contains(got, "level=DEBUG") || !strings.Contains(got, "msg=detail route=r") {
-		t.Errorf("text log line = %q", got)
-	}
+	assert.Contains(t, buf.String(), "level=DEBUG", "text log line")
+	assert.Contains(t, buf.String(), "msg=detail route=r", "text log line")
 	if _, err := newLogger(&buf, "xml", "info"); err == nil {
 		t.Errorf("--log-format xml was accepted")
 	}

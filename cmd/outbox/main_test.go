@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/webhook-outbox/webhook-outbox/config"
 	"github.com/webhook-outbox/webhook-outbox/internal/testdb"
@@ -179,13 +181,12 @@ func TestEndToEnd(t *testing.T) {
 		}
 		bodies[key] = body
 		status, answer := postWebhook(t, base, body)
-		if status != 200 || !strings.Contains(answer, `"status":"accepted"`) {
-			t.Fatalf("%s: %d %s", file, status, answer)
-		}
+		require.Equal(t, 200, status, "%s: %s", file, answer)
+		require.Contains(t, answer, `"status":"accepted"`, file)
 		// The sender redelivers: a duplicate, and no second delivery.
-		if status, answer := postWebhook(t, base, body); status != 200 || !strings.Contains(answer, `"status":"duplicate"`) {
-			t.Fatalf("%s redelivered: %d %s", file, status, answer)
-		}
+		status, answer = postWebhook(t, base, body)
+		require.Equal(t, 200, status, "%s redelivered: %s", file, answer)
+		require.Contains(t, answer, `"status":"duplicate"`, "%s redelivered", file)
 	}
 
 	got := rec.waitFor(t, 3, 15*time.Second)
@@ -233,9 +234,8 @@ func TestEndToEnd(t *testing.T) {
 	}
 	raw, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if !strings.Contains(string(raw), `"circuit":{"state":"closed"`) || !strings.Contains(string(raw), `"delivered_last_hour":3`) {
-		t.Errorf("routes listing: %s", raw)
-	}
+	assert.Contains(t, string(raw), `"circuit":{"state":"closed"`, "routes listing")
+	assert.Contains(t, string(raw), `"delivered_last_hour":3`, "routes listing")
 	resp, err = http.Get(base + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -289,15 +289,14 @@ func TestMigrateUpConcurrently(t *testing.T) {
 		}
 	}
 	code, stdout, _ := runBinary(t, env, "migrate", "version", "--config", cfgPath)
-	if code != 0 || !strings.HasPrefix(stdout, fmt.Sprintf("%d (up to date)", migrations.Latest)) {
-		t.Errorf("migrate version: %d %q", code, stdout)
-	}
+	assert.Equal(t, 0, code, "migrate version: %q", stdout)
+	assert.True(t, strings.HasPrefix(stdout, fmt.Sprintf("%d (up to date)", migrations.Latest)), "migrate version: %q", stdout)
 	code, stdout, _ = runBinary(t, env, "migrate", "down", "--config", cfgPath)
 	// One step down; version numbers have gaps, so the version below
 	// Latest is not always Latest-1.
-	if code != 0 || !strings.Contains(stdout, fmt.Sprintf("from version %d to ", migrations.Latest)) || strings.Contains(stdout, fmt.Sprintf("to %d\n", migrations.Latest)) {
-		t.Errorf("migrate down: %d %q", code, stdout)
-	}
+	assert.Equal(t, 0, code, "migrate down: %q", stdout)
+	assert.Contains(t, stdout, fmt.Sprintf("from version %d to ", migrations.Latest), "migrate down")
+	assert.NotContains(t, stdout, fmt.Sprintf("to %d\n", migrations.Latest), "migrate down")
 }
 
 // TestServeLifecycle runs the real binary: it refuses an unmigrated
@@ -320,9 +319,8 @@ func TestServeLifecycle(t *testing.T) {
 	env := []string{"TEST_GENESYS_TOKEN=genesys-token", "OUTBOX_LISTEN=127.0.0.1:" + port}
 
 	code, _, stderr := runBinary(t, env, "serve", "--config", cfgPath)
-	if code != 1 || !strings.Contains(stderr, "run `outbox migrate up`") {
-		t.Fatalf("serve on an empty database: exit %d, stderr %q", code, stderr)
-	}
+	require.Equal(t, 1, code, "serve on an empty database: stderr %q", stderr)
+	require.Contains(t, stderr, "run `outbox migrate up`", "serve on an empty database")
 
 	cmd := exec.Command(binary, "serve", "--migrate", "--config", cfgPath, "--log-format", "text")
 	cmd.Env = append(os.Environ(), env...)
@@ -363,9 +361,9 @@ func TestServeLifecycle(t *testing.T) {
 	}
 	defer pool.Close()
 	var delivered bool
-	if err := pool.QueryRow(context.Background(), `SELECT delivered_at IS NOT NULL FROM events WHERE key = 'inflight'`).Scan(&delivered); err != nil || !delivered {
-		t.Errorf("the in-flight delivery was not recorded as delivered (err %v)", err)
-	}
+	err = pool.QueryRow(context.Background(), `SELECT delivered_at IS NOT NULL FROM events WHERE key = 'inflight'`).Scan(&delivered)
+	assert.NoError(t, err, "the in-flight delivery")
+	assert.True(t, delivered, "the in-flight delivery was not recorded as delivered")
 }
 
 func freePort(t *testing.T) string {
@@ -418,9 +416,9 @@ func TestConfigCheckAndExitCodes(t *testing.T) {
 	t.Parallel()
 	good := writeConfig(t, "postgres://x@localhost/db", "http://127.0.0.1:9090/", "")
 	code, stdout, _ := runBinary(t, []string{"TEST_GENESYS_TOKEN=x"}, "config", "check", "--config", good)
-	if code != 0 || !strings.Contains(stdout, "is valid: 1 route(s)") || !strings.Contains(stdout, "POST /webhooks/genesys -> http://127.0.0.1:9090/") {
-		t.Errorf("valid config: exit %d, %q", code, stdout)
-	}
+	assert.Equal(t, 0, code, "valid config: %q", stdout)
+	assert.Contains(t, stdout, "is valid: 1 route(s)", "valid config")
+	assert.Contains(t, stdout, "POST /webhooks/genesys -> http://127.0.0.1:9090/", "valid config")
 	// OUTBOX_CONFIG is honoured.
 	code, _, _ = runBinary(t, []string{"TEST_GENESYS_TOKEN=x", "OUTBOX_CONFIG=" + good}, "config", "check")
 	if code != 0 {
@@ -428,20 +426,17 @@ func TestConfigCheckAndExitCodes(t *testing.T) {
 	}
 
 	code, _, stderr := runBinary(t, nil, "config", "check", "--config", good) // TEST_GENESYS_TOKEN unset
-	if code != 1 || !strings.Contains(stderr, "environment variable TEST_GENESYS_TOKEN is not set") {
-		t.Errorf("missing variable: exit %d, %q", code, stderr)
-	}
+	assert.Equal(t, 1, code, "missing variable: %q", stderr)
+	assert.Contains(t, stderr, "environment variable TEST_GENESYS_TOKEN is not set", "missing variable")
 	bad := filepath.Join(t.TempDir(), "bad.yaml")
 	_ = os.WriteFile(bad, []byte("database_url: postgres://x/y\nadmin_token: "+testAdminToken+"\nroutes: []\ncolour: blue\n"), 0o600)
 	code, _, stderr = runBinary(t, nil, "config", "check", "--config", bad)
-	if code != 1 || !strings.Contains(stderr, `unknown key "colour"`) {
-		t.Errorf("unknown key: exit %d, %q", code, stderr)
-	}
+	assert.Equal(t, 1, code, "unknown key: %q", stderr)
+	assert.Contains(t, stderr, `unknown key "colour"`, "unknown key")
 	for _, args := range [][]string{{}, {"frobnicate"}, {"config"}, {"migrate", "sideways", "--config", good}, {"serve", "--nope"}} {
 		code, _, stderr := runBinary(t, []string{"TEST_GENESYS_TOKEN=x"}, args...)
-		if code != 2 || !strings.Contains(stderr, "Usage:") {
-			t.Errorf("outbox %v: exit %d, want 2 with usage; stderr %q", args, code, stderr)
-		}
+		assert.Equal(t, 2, code, "outbox %v: stderr %q", args, stderr)
+		assert.Contains(t, stderr, "Usage:", "outbox %v", args)
 	}
 }
 
@@ -474,8 +469,7 @@ func TestDemoTarget(t *testing.T) {
 		resp.Body.Close()
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		_ = cmd.Wait()
-		if resp.StatusCode != c.want || !strings.Contains(out.String(), "key=demo") {
-			t.Errorf("fail-rate %s: status %d, output %q", c.rate, resp.StatusCode, out.String())
-		}
+		assert.Equal(t, c.want, resp.StatusCode, "fail-rate %s: output %q", c.rate, out.String())
+		assert.Contains(t, out.String(), "key=demo", "fail-rate %s", c.rate)
 	}
 }

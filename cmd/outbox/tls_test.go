@@ -19,6 +19,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/assert"
 )
 
 // writeCert writes a self-signed certificate for 127.0.0.1 named cn, and
@@ -85,17 +87,18 @@ func TestTLSListener(t *testing.T) {
 	}
 	raw, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != 200 || !strings.Contains(string(raw), `"accepted"`) || resp.TLS == nil || resp.TLS.Version < tls.VersionTLS12 {
-		t.Errorf("over TLS: %d %s", resp.StatusCode, raw)
+	assert.Equal(t, 200, resp.StatusCode, "over TLS: %s", raw)
+	assert.Contains(t, string(raw), `"accepted"`, "over TLS")
+	if assert.NotNil(t, resp.TLS, "over TLS: no TLS state") {
+		assert.GreaterOrEqual(t, resp.TLS.Version, uint16(tls.VersionTLS12), "over TLS: version")
 	}
 
 	resp, err = http.Get("http://" + m.Addr() + "/healthz")
 	if err == nil {
 		raw, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if resp.StatusCode != 400 || !strings.Contains(string(raw), "HTTPS") {
-			t.Errorf("plain HTTP on the TLS port: %d %s", resp.StatusCode, raw)
-		}
+		assert.Equal(t, 400, resp.StatusCode, "plain HTTP on the TLS port: %s", raw)
+		assert.Contains(t, string(raw), "HTTPS", "plain HTTP on the TLS port")
 	}
 }
 
@@ -136,9 +139,8 @@ func TestCertReloader(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "key.pem"), []byte("half-written"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if cn := served(); cn != "second" || !strings.Contains(logs.String(), "still serving the previous one") {
-		t.Errorf("after a broken renewal serving %s; logs %s", cn, logs.String())
-	}
+	assert.Equal(t, "second", served(), "after a broken renewal; logs %s", logs.String())
+	assert.Contains(t, logs.String(), "still serving the previous one", "after a broken renewal")
 	if _, err := newCertReloader(filepath.Join(dir, "nope.pem"), filepath.Join(dir, "key.pem"), slog.New(slog.DiscardHandler)); err == nil {
 		t.Error("a missing cert_file was accepted")
 	}
@@ -176,7 +178,8 @@ routes:
 			t.Errorf("config check output lacks %q:\n%s", want, out)
 		}
 	}
-	if code != 0 || strings.Contains(out+errOut, "target-pass") || strings.Contains(out+errOut, "dbpass") || strings.Contains(out+errOut, "MfKQ9r8") {
-		t.Errorf("exit %d, output shows a secret:\n%s%s", code, out, errOut)
+	assert.Equal(t, 0, code, "config check:\n%s%s", out, errOut)
+	for _, secret := range []string{"target-pass", "dbpass", "MfKQ9r8"} {
+		assert.NotContains(t, out+errOut, secret, "output shows a secret")
 	}
 }

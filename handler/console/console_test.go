@@ -281,7 +281,7 @@ func TestDeadLetterDetail(t *testing.T) {
 		"10s", ">502</span> Bad Gateway", "1.25s",
 		"connection refused by 127.0.0.1:9",
 		"Give-up deadline", "User-Agent",
-		fmt.Sprintf(`/console/events/`),
+		"/console/events/",
 	)
 	// A job that is not a dead letter is a clean 404.
 	if status, _, _ := b.get(t, "/console/dead-letters/999999"); status != http.StatusNotFound {

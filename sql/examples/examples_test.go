@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/assert"
 
 	"github.com/webhook-outbox/webhook-outbox/internal/testdb"
 )
@@ -99,19 +100,22 @@ func TestExamplesRunAsWritten(t *testing.T) {
 
 	// A few answers checked in detail.
 	byError := results["01_failures_last_hour_by_error.sql"]
-	if len(byError) == 0 || byError[0]["error"] != "target answered 503 Service Unavailable: db down" || byError[0]["dead_letters"] != int64(5) {
-		t.Errorf("failures by error: the five 503s should group together: %v", byError)
+	if assert.NotEmpty(t, byError, "failures by error") {
+		assert.Equal(t, "target answered 503 Service Unavailable: db down", byError[0]["error"], "failures by error: the five 503s should group together: %v", byError)
+		assert.Equal(t, int64(5), byError[0]["dead_letters"], "failures by error: the five 503s should group together: %v", byError)
 	}
 	if got := results["02_dead_letters_for_conversation.sql"]; len(got) != 3 {
 		t.Errorf("conversation search found %d of the 3 Genesys shapes: %v", len(got), got)
 	}
-	if got := results["06_permanent_failures_by_status.sql"]; len(got) == 0 || got[0]["cause"] != "410 Gone" || got[0]["dead_letters"] != int64(2) {
-		t.Errorf("permanent failures: %v", got)
+	if permanent := results["06_permanent_failures_by_status.sql"]; assert.NotEmpty(t, permanent, "permanent failures") {
+		assert.Equal(t, "410 Gone", permanent[0]["cause"], "permanent failures: %v", permanent)
+		assert.Equal(t, int64(2), permanent[0]["dead_letters"], "permanent failures: %v", permanent)
 	}
-	if got := results["03_backlog_age_per_route.sql"]; len(got) != 1 || got[0]["available"] != int64(1) || got[0]["retryable"] != int64(2) {
-		t.Errorf("backlog: %v", got)
+	if backlog := results["03_backlog_age_per_route.sql"]; assert.Len(t, backlog, 1, "backlog") {
+		assert.Equal(t, int64(1), backlog[0]["available"], "backlog: %v", backlog)
+		assert.Equal(t, int64(2), backlog[0]["retryable"], "backlog: %v", backlog)
 	}
-	if got := results["04_attempts_per_delivered_event.sql"]; len(got) != 3 || got[0]["events"] != int64(2) {
-		t.Errorf("attempts histogram: %v", got)
+	if attempts := results["04_attempts_per_delivered_event.sql"]; assert.Len(t, attempts, 3, "attempts histogram") {
+		assert.Equal(t, int64(2), attempts[0]["events"], "attempts histogram: %v", attempts)
 	}
 }
