@@ -143,6 +143,11 @@ func retentionPhase(ctx context.Context, o options, gen *generator, dbURL string
 		return nil, err
 	}
 	defer func() { _ = resume() }()
+	// The first loop after a pause or a fresh start measures slower (the
+	// pool grows, plans are made): one unmeasured loop first, so the two
+	// measured ones differ only in the partitions.
+	logf("retention: warm-up loop, deliveries paused")
+	gen.closedLoop(ctx, o.clients, o.duration)
 	logf("retention: closed loop with %d partitions, deliveries paused", res.PartitionsBefore)
 	res.AcceptedBefore = gen.closedLoop(ctx, o.clients, o.duration).AcceptedPS
 
