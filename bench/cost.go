@@ -42,6 +42,13 @@ type Retention struct {
 	AcceptedBefore   float64 `json:"accepted_per_sec_before"`
 	AcceptedAfter    float64 `json:"accepted_per_sec_after"`
 	Change           float64 `json:"change"` // after / before - 1
+	// Buffer pages read and statement time per inserted event of intake's
+	// insert statement (pg_stat_statements), before and after: the work,
+	// which other load on the machine does not change as it does the rate.
+	BlocksBefore float64 `json:"insert_blocks_per_event_before,omitempty"`
+	BlocksAfter  float64 `json:"insert_blocks_per_event_after,omitempty"`
+	StmtUsBefore float64 `json:"insert_us_per_event_before,omitempty"`
+	StmtUsAfter  float64 `json:"insert_us_per_event_after,omitempty"`
 }
 
 // Sustained is the long open loop with deliveries running.
@@ -148,8 +155,18 @@ func retentionPhase(ctx context.Context, o options, gen *generator, dbURL string
 	// measured ones differ only in the partitions.
 	logf("retention: warm-up loop, deliveries paused")
 	gen.closedLoop(ctx, o.clients, o.duration)
+	_, _ = conn.Exec(ctx, `CREATE EXTENSION IF NOT EXISTS pg_stat_statements`)
+	insertCost := func() (blocks, us float64) {
+		_ = conn.QueryRow(ctx, `SELECT coalesce(sum(shared_blks_hit + shared_blks_read) / nullif(sum(rows), 0), 0)::float8,
+			coalesce(sum(total_exec_time) * 1000 / nullif(sum(rows), 0), 0)::float8
+			FROM pg_stat_statements WHERE query LIKE '-- name: InsertEvents%'`).Scan(&blocks, &us)
+		_, _ = conn.Exec(ctx, `SELECT pg_stat_statements_reset()`)
+		return blocks, us
+	}
+	insertCost()
 	logf("retention: closed loop with %d partitions, deliveries paused", res.PartitionsBefore)
 	res.AcceptedBefore = gen.closedLoop(ctx, o.clients, o.duration).AcceptedPS
+	res.BlocksBefore, res.StmtUsBefore = insertCost()
 
 	add := target - res.PartitionsBefore
 	if add > 0 {
@@ -192,11 +209,13 @@ func retentionPhase(ctx context.Context, o options, gen *generator, dbURL string
 			return nil, err
 		}
 	}
+	insertCost()
 	if res.PartitionsAfter, err = count(); err != nil {
 		return nil, err
 	}
 	logf("retention: closed loop with %d partitions, deliveries paused", res.PartitionsAfter)
 	res.AcceptedAfter = gen.closedLoop(ctx, o.clients, o.duration).AcceptedPS
+	res.BlocksAfter, res.StmtUsAfter = insertCost()
 	res.Change = res.AcceptedAfter/res.AcceptedBefore - 1
 	return res, nil
 }
@@ -358,6 +377,9 @@ func printCost(w io.Writer, r *Result) {
 	}
 	if x := r.Retention; x != nil {
 		fmt.Fprintf(tw, "intake, deliveries paused, %d vs %d partitions\t%.0f vs %.0f accepted/s (%+.1f%%)\n", x.PartitionsBefore, x.PartitionsAfter, x.AcceptedBefore, x.AcceptedAfter, x.Change*100)
+		if x.BlocksBefore > 0 {
+			fmt.Fprintf(tw, "  intake's insert statement per event\t%.1f vs %.1f buffer pages, %.0f vs %.0f µs (pg_stat_statements)\n", x.BlocksBefore, x.BlocksAfter, x.StmtUsBefore, x.StmtUsAfter)
+		}
 	}
 	if x := r.Sustained; x != nil {
 		fmt.Fprintf(tw, "%s, 60 s\t\n", x.Target)
