@@ -18,11 +18,15 @@ const (
 	CircuitHalfOpen CircuitState = "half-open"
 )
 
-// CircuitInfo is a route's circuit breaker, as the routes listing shows it.
+// CircuitInfo is a route's circuit breaker, one for the whole fleet, as
+// the routes listing shows it.
 type CircuitInfo struct {
-	State               CircuitState `json:"state"`
-	Since               time.Time    `json:"since"`
-	OpenUntil           *time.Time   `json:"open_until,omitempty"`
-	ConsecutiveFailures int          `json:"consecutive_failures"`
-	LastError           string       `json:"last_error,omitempty"`
+	State CircuitState `json:"state"`
+	// Since is when the circuit entered State; nil for a circuit that has
+	// not failed since Postgres last started (its state is not kept
+	// across a crash).
+	Since               *time.Time `json:"since,omitempty"`
+	OpenUntil           *time.Time `json:"open_until,omitempty"`
+	ConsecutiveFailures int        `json:"consecutive_failures"`
+	LastError           string     `json:"last_error,omitempty"`
 }

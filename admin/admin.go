@@ -28,9 +28,6 @@ type Service struct {
 	// replayBatch and retryBatch bound the events or dead letters each
 	// transaction of a replay or bulk retry handles (tests lower them).
 	replayBatch, retryBatch int
-	// circuits reports the routes' circuit breakers, when the process
-	// runs deliveries.
-	circuits func(route string) (outbox.CircuitInfo, bool)
 }
 
 // New returns a Service for cfg's routes. jobs may be an insert-only River
@@ -42,9 +39,6 @@ func New(st *store.Store, jobs *river.Client[pgx.Tx], cfg *config.Config) *Servi
 	}
 	return &Service{store: st, jobs: jobs, cfg: cfg, routes: routes, now: time.Now, replayBatch: replayBatchSize, retryBatch: retryBatchSize}
 }
-
-// SetCircuits lets Routes report the routes' circuit breakers.
-func (s *Service) SetCircuits(fn func(route string) (outbox.CircuitInfo, bool)) { s.circuits = fn }
 
 // checkRoute returns the route, or an ENOTFOUND error naming the configured
 // ones.

@@ -30,12 +30,32 @@ type RouteStatus struct {
 	// DeliveredLastHour counts deliveries that succeeded in the last hour.
 	DeliveredLastHour int64 `json:"delivered_last_hour"`
 	Concurrency       int   `json:"concurrency"`
-	// Circuit is the route's circuit breaker on the replica that answered
-	// (each replica has its own). The CLI, which runs no deliveries, has
-	// none to show.
-	Circuit *outbox.CircuitInfo `json:"circuit,omitempty"`
+	// Circuit is the route's circuit breaker, one for the whole fleet,
+	// read from Postgres: every replica and the CLI show the same.
+	Circuit outbox.CircuitInfo `json:"circuit"`
+	// Limit is the route's concurrency limit across the fleet now, from
+	// the replicas' leases in Postgres.
+	Limit LimitStatus `json:"limit"`
 	// Ordering is set for a route with ordering: its blocked keys.
 	Ordering *OrderingStatus `json:"ordering,omitempty"`
+}
+
+// LimitStatus is a route's concurrency limit across the fleet: the sum of
+// the replicas' shares of its `concurrency`, each share the smaller of the
+// replica's adaptive limit and a fair split of the concurrency.
+type LimitStatus struct {
+	// Adaptive is false when adaptive_concurrency is off: the limit is
+	// then the concurrency, split between the replicas with work.
+	Adaptive bool `json:"adaptive"`
+	// Current is how many requests the fleet may have in flight to the
+	// target now; null when no replica holds a share, because the route
+	// has had no work for a while (its next deliveries start slowly).
+	Current *int `json:"current"`
+	// InFlight is how many requests the replicas had in flight at their
+	// last renewal (every few seconds while the route has work).
+	InFlight int `json:"in_flight"`
+	// Replicas is how many replicas hold a share now.
+	Replicas int `json:"replicas"`
 }
 
 // Backlog splits the events waiting for delivery by why they wait.
@@ -58,7 +78,8 @@ func (s *Service) Routes(ctx context.Context) ([]RouteStatus, error) {
 	byName := map[string]*RouteStatus{}
 	out := make([]RouteStatus, len(s.cfg.Routes))
 	for i, r := range s.cfg.Routes {
-		out[i] = RouteStatus{Name: r.Name, Target: config.RedactURL(r.Target.URL), Concurrency: r.Concurrency}
+		out[i] = RouteStatus{Name: r.Name, Target: config.RedactURL(r.Target.URL), Concurrency: r.Concurrency,
+			Circuit: outbox.CircuitInfo{State: outbox.CircuitClosed}, Limit: LimitStatus{Adaptive: r.Adaptive()}}
 		if r.Ordering != nil {
 			out[i].Ordering = &OrderingStatus{OnDeadLetter: r.Ordering.OnDeadLetter}
 		}
@@ -109,6 +130,9 @@ func (s *Service) Routes(ctx context.Context) ([]RouteStatus, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := s.fleetState(ctx, byName); err != nil {
+		return nil, err
+	}
 	for i := range out {
 		rs := &out[i]
 		rs.DeliveredLastHour = delivered[rs.Name]
@@ -119,13 +143,44 @@ func (s *Service) Routes(ctx context.Context) ([]RouteStatus, error) {
 		} else if p.RecordedAt != nil {
 			rs.Paused, rs.PausedAt = true, p.RecordedAt
 		}
-		if s.circuits != nil {
-			if c, ok := s.circuits(rs.Name); ok {
-				rs.Circuit = &c
-			}
-		}
 	}
 	return out, nil
+}
+
+// fleetState fills in the routes' circuit breakers and limits from
+// Postgres, where the replicas keep them.
+func (s *Service) fleetState(ctx context.Context, byName map[string]*RouteStatus) error {
+	circuits, err := s.store.Circuits(ctx)
+	if err != nil {
+		return err
+	}
+	for route, c := range circuits {
+		rs := byName[route]
+		if rs == nil {
+			continue
+		}
+		rs.Circuit = outbox.CircuitInfo{State: c.State, Since: &c.Since, ConsecutiveFailures: c.ConsecutiveFailures, LastError: c.LastError}
+		if !c.OpenUntil.IsZero() {
+			rs.Circuit.OpenUntil = &c.OpenUntil
+		}
+	}
+	leases, err := s.store.FleetLeases(ctx)
+	if err != nil {
+		return err
+	}
+	for _, l := range leases {
+		rs := byName[l.Route]
+		if rs == nil {
+			continue
+		}
+		if rs.Limit.Current == nil {
+			rs.Limit.Current = new(0)
+		}
+		*rs.Limit.Current += l.Slots
+		rs.Limit.InFlight += l.InFlight
+		rs.Limit.Replicas++
+	}
+	return nil
 }
 
 // Pause stops a route's deliveries on every replica; intake goes on. The

@@ -120,7 +120,7 @@ func median(xs []float64) float64 {
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
-func medianOf(rs []Round, f func(Round) float64) float64 {
+func roundMedian(rs []Round, f func(Round) float64) float64 {
 	xs := make([]float64, len(rs))
 	for i, r := range rs {
 		xs[i] = f(r)

@@ -54,6 +54,9 @@ type options struct {
 	ordering       bool
 	orderingKeys   int
 	orderingEvents int
+	// The capacity phase (bench/capacity.go).
+	capacityOnly bool
+	capacity     capacityOptions
 }
 
 func main() {
@@ -73,6 +76,8 @@ func main() {
 	flag.BoolVar(&o.ordering, "ordering", false, "only the ordering phase: an ordered route with many keys against an unordered one")
 	flag.IntVar(&o.orderingKeys, "ordering-keys", 1000, "active ordering keys in the ordering phase")
 	flag.IntVar(&o.orderingEvents, "ordering-events", 50_000, "events in each drain of the ordering phase")
+	flag.BoolVar(&o.capacityOnly, "capacity", false, "only the capacity phase (bench/capacity.go)")
+	capacityFlags(&o.capacity)
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -132,6 +137,8 @@ type Result struct {
 	// Ordering compares an ordered route with many keys to an unordered
 	// one (bench/ordering.go).
 	Ordering *OrderingResult `json:"ordering,omitempty"`
+	// Capacity is the capacity phase (bench/capacity.go).
+	Capacity *CapacityResult `json:"capacity,omitempty"`
 }
 
 // Phase is one load phase's outcome.
@@ -170,6 +177,10 @@ func run(ctx context.Context, o options) error {
 	bin := filepath.Join(root, "bin", "outbox-bench")
 	if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/outbox").CombinedOutput(); err != nil {
 		return fmt.Errorf("go build: %v\n%s", err, out)
+	}
+
+	if o.capacityOnly {
+		return capacityOnly(ctx, o, bin, base, root)
 	}
 
 	sink := newSink()
@@ -252,12 +263,12 @@ routes:
 		return err
 	}
 	res.ClosedLoop = res.Rounds[0].phase
-	res.DeliveriesPerSecDuringBurst = medianOf(res.Rounds, func(r Round) float64 { return r.DeliveriesPS })
-	res.MedianAccepted = medianOf(res.Rounds, func(r Round) float64 { return r.AcceptedPS })
-	res.MedianOutboxTx = medianOf(res.Rounds, func(r Round) float64 { return r.PgbenchOutboxTx })
-	res.MedianInsert = medianOf(res.Rounds, func(r Round) float64 { return r.PgbenchInsert })
-	res.MedianRatioOutboxTx = medianOf(res.Rounds, func(r Round) float64 { return r.RatioOutboxTx })
-	res.MedianRatioInsert = medianOf(res.Rounds, func(r Round) float64 { return r.RatioInsert })
+	res.DeliveriesPerSecDuringBurst = roundMedian(res.Rounds, func(r Round) float64 { return r.DeliveriesPS })
+	res.MedianAccepted = roundMedian(res.Rounds, func(r Round) float64 { return r.AcceptedPS })
+	res.MedianOutboxTx = roundMedian(res.Rounds, func(r Round) float64 { return r.PgbenchOutboxTx })
+	res.MedianInsert = roundMedian(res.Rounds, func(r Round) float64 { return r.PgbenchInsert })
+	res.MedianRatioOutboxTx = roundMedian(res.Rounds, func(r Round) float64 { return r.RatioOutboxTx })
+	res.MedianRatioInsert = roundMedian(res.Rounds, func(r Round) float64 { return r.RatioInsert })
 	res.PgbenchOutboxTx, res.PgbenchInsert = res.MedianOutboxTx, res.MedianInsert
 	res.RatioOutboxTx, res.RatioInsert = res.MedianRatioOutboxTx, res.MedianRatioInsert
 
@@ -321,11 +332,15 @@ routes:
 			return err
 		}
 	}
+	if res.Capacity, err = capacityPhase(ctx, o, o.capacity, bin, base, root); err != nil {
+		return err
+	}
 	printTable(os.Stdout, &res)
 	printCost(os.Stdout, &res)
 	if res.Ordering != nil {
 		printOrdering(os.Stdout, res.Ordering)
 	}
+	printCapacity(os.Stdout, res.Capacity)
 	return save(root, &res)
 }
 

@@ -155,9 +155,10 @@ type Route struct {
 	Target Target `yaml:"target"`
 	// Retry is how failed deliveries are retried.
 	Retry Retry `yaml:"retry"`
-	// Concurrency caps the deliveries in flight for the route on each
-	// replica. It is the MaxWorkers of the route's River queue. With
-	// adaptive_concurrency it is the ceiling of the adaptive limit.
+	// Concurrency caps the deliveries in flight for the route across all
+	// replicas: each holds a share, kept in Postgres. With
+	// adaptive_concurrency it is the ceiling of the adaptive limit. Each
+	// replica runs 4 River workers per unit of it.
 	Concurrency int `yaml:"concurrency"`
 	// AdaptiveConcurrency makes concurrency the ceiling of a limit that
 	// follows the target: the limit starts at 1 (after start-up, an idle
@@ -170,8 +171,8 @@ type Route struct {
 	// outbox_delivery_concurrency_limit.
 	AdaptiveConcurrency *bool `yaml:"adaptive_concurrency"`
 	// RateLimit, when set, caps how many deliveries per second the route
-	// starts on each replica, so a target with a quota is not pushed past
-	// it. Zero means no limit.
+	// starts across all replicas (each holds a share, kept in Postgres),
+	// so a target with a quota is not pushed past it. Zero means no limit.
 	RateLimit float64 `yaml:"rate_limit"`
 	// CircuitBreaker stops sending to a failing target for a while, so a
 	// sick target is not hammered and queued events keep their attempts.

@@ -12,7 +12,7 @@ import (
 
 	"github.com/riverqueue/river/rivertype"
 
-	"github.com/webhook-outbox/webhook-outbox/jobs"
+	outbox "github.com/webhook-outbox/webhook-outbox"
 )
 
 // waitFor polls cond until it holds, failing the test after timeout.
@@ -48,8 +48,8 @@ func TestCircuitBreakerStopsSendingAndSnoozes(t *testing.T) {
 		ids[i] = b.accept(t, fmt.Sprintf(`{"id":"cb-%d"}`, i), 10).JobID
 	}
 	waitFor(t, 15*time.Second, "the circuit to open", func() bool {
-		st, _ := b.breakers.State("r")
-		return st.State == jobs.BreakerOpen
+		st, _ := b.limits.Circuit("r")
+		return st.State == outbox.CircuitOpen
 	})
 	if n := len(tg.requests()); n != 3 {
 		t.Fatalf("the target got %d requests before the circuit opened, want 3 (failures: 3, concurrency 2)", n)
@@ -63,8 +63,8 @@ func TestCircuitBreakerStopsSendingAndSnoozes(t *testing.T) {
 	for _, id := range ids {
 		b.waitJob(t, id, 30*time.Second, func(j *rivertype.JobRow) bool { return j.State == rivertype.JobStateCompleted })
 	}
-	st, _ := b.breakers.State("r")
-	if st.State != jobs.BreakerClosed {
+	st, _ := b.limits.Circuit("r")
+	if st.State != outbox.CircuitClosed {
 		t.Errorf("breaker is %s after recovery, want closed", st.State)
 	}
 	// A probe that failed because it came before recovery reopens the

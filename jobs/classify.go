@@ -64,6 +64,8 @@ type Outcome struct {
 	// shutdown, or the delivery job's own deadline) before target.timeout.
 	// It is not the target's failure, and the circuit breaker ignores it.
 	CutOff bool
+	// Duration is how long the request took, for the adaptive limiter.
+	Duration time.Duration
 }
 
 // maxErrorBody is how much of a failing answer's body goes into the error.

@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -58,18 +59,19 @@ type ClientOptions struct {
 	// IntakePressure, when set, makes deliveries give way to intake during
 	// bursts; intake's Batcher marks it.
 	IntakePressure *store.IntakePressure
-	// Completer records successful deliveries; serve closes it after River
-	// has stopped. When nil, the client makes one that lives as long as the
-	// process.
+	// Completer records successful deliveries (NewCompleter). Required:
+	// its owner closes it after River has stopped, since the last
+	// deliveries record through it.
 	Completer *store.Completer
+	// Limits are the routes' fleet-wide limits and circuit breakers
+	// (NewLimits with the same config). Required: its owner starts it
+	// before River and stops it after, since deliveries hold their places
+	// until they have recorded.
+	Limits *Limits
 	// TracerProvider, when set, records a span for every delivery attempt
 	// and River's own work spans (otelriver); otherwise nothing is
 	// recorded, though the trace context still reaches the target.
 	TracerProvider trace.TracerProvider
-	// Breakers, when set, are the circuit breakers deliveries use, so the
-	// caller can show their state; otherwise the client makes its own. They
-	// must come from NewBreakers with the same config.
-	Breakers *Breakers
 	// MaintenanceInterval is how often retention runs; MaintenanceInterval
 	// when 0. Only the fault suite changes it (OUTBOX_TEST_MAINTENANCE_INTERVAL).
 	MaintenanceInterval time.Duration
@@ -80,16 +82,15 @@ type ClientOptions struct {
 }
 
 // NewClient returns the River client that runs deliveries: one queue per
-// route, named after it, with WorkersPerSlot workers per delivery slot
-// (the route's concurrency), and
-// dead letters kept for dead_letter_retention.
+// route, named after it, with WorkersPerSlot workers per unit of the
+// route's concurrency, and dead letters kept for dead_letter_retention.
 func NewClient(pool *pgxpool.Pool, st *store.Store, cfg *config.Config, opts ClientOptions) (*river.Client[pgx.Tx], error) {
-	deliverer, err := NewDeliverer(st, cfg, opts.Logger)
+	if opts.Completer == nil || opts.Limits == nil {
+		return nil, errors.New("jobs.NewClient needs ClientOptions.Completer and ClientOptions.Limits: their owner closes them after River stops")
+	}
+	deliverer, err := NewDeliverer(st, cfg, opts.Limits, opts.Logger)
 	if err != nil {
 		return nil, err
-	}
-	if opts.Breakers != nil {
-		deliverer.breakers = opts.Breakers
 	}
 	if opts.TracerProvider != nil {
 		deliverer.tracer = opts.TracerProvider.Tracer(tracing.InstrumentationName)
@@ -97,9 +98,6 @@ func NewClient(pool *pgxpool.Pool, st *store.Store, cfg *config.Config, opts Cli
 	deliverer.pressure = opts.IntakePressure
 	deliverer.jobTimeout = opts.jobTimeout
 	deliverer.completer = opts.Completer
-	if deliverer.completer == nil {
-		deliverer.completer = NewCompleter(st)
-	}
 	workers := river.NewWorkers()
 	if err := river.AddWorkerSafely(workers, deliverer); err != nil {
 		return nil, fmt.Errorf("error registering delivery worker: %w", err)
@@ -129,9 +127,6 @@ func NewClient(pool *pgxpool.Pool, st *store.Store, cfg *config.Config, opts Cli
 	if metrics == nil {
 		metrics = NewMetrics(prometheus.NewRegistry(), nil)
 	}
-	deliverer.breakers.Observe(func(route string, state BreakerState) {
-		metrics.SetCircuitState(route, circuitState(state))
-	})
 	client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
 		Logger:            opts.RiverLogger,
 		Queues:            queues,

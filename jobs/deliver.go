@@ -23,11 +23,12 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
-	"golang.org/x/time/rate"
 
 	outbox "github.com/webhook-outbox/webhook-outbox"
 	"github.com/webhook-outbox/webhook-outbox/config"
 	"github.com/webhook-outbox/webhook-outbox/internal/tracing"
+	"github.com/webhook-outbox/webhook-outbox/jobs/adaptive"
+	"github.com/webhook-outbox/webhook-outbox/jobs/fleet"
 	"github.com/webhook-outbox/webhook-outbox/store"
 )
 
@@ -55,7 +56,8 @@ type Deliverer struct {
 	client    *http.Client
 	logger    *slog.Logger
 	now       func() time.Time
-	breakers  *Breakers
+	// limits are the routes' fleet-wide limits and circuit breakers.
+	limits *Limits
 	// tracer starts each attempt's span (a no-op one unless serve exports
 	// traces).
 	tracer trace.Tracer
@@ -70,13 +72,15 @@ type route struct {
 	cfg     *config.Route
 	target  *url.URL
 	headers http.Header
-	limiter *rate.Limiter // nil without a rate_limit
-	signer  *signer       // nil unless target.signing_secret is set
-	slots   slots         // at most `concurrency` requests in flight
+	signer  *signer // nil unless target.signing_secret is set
+	// limits hold the route's requests in flight under its adaptive limit
+	// and this replica's share of the fleet's concurrency and rate_limit.
+	limits *routeLimits
 }
 
-// NewDeliverer returns a Deliverer for cfg's routes.
-func NewDeliverer(st *store.Store, cfg *config.Config, logger *slog.Logger) (*Deliverer, error) {
+// NewDeliverer returns a Deliverer for cfg's routes, sending within limits
+// (which must come from NewLimits with the same config).
+func NewDeliverer(st *store.Store, cfg *config.Config, limits *Limits, logger *slog.Logger) (*Deliverer, error) {
 	routes := make(map[string]*route, len(cfg.Routes))
 	for i := range cfg.Routes {
 		rc := &cfg.Routes[i]
@@ -90,8 +94,11 @@ func NewDeliverer(st *store.Store, cfg *config.Config, logger *slog.Logger) (*De
 		}
 		headers.Set("User-Agent", "webhook-outbox/1")
 		headers.Set(HeaderRoute, rc.Name)
-		routes[rc.Name] = &route{cfg: rc, target: target, headers: headers, limiter: newRateLimiter(rc.RateLimit),
-			signer: newSigner(rc.Target.SigningKeys()), slots: newSlots(rc.Concurrency)}
+		rl := limits.routes[rc.Name]
+		if rl == nil {
+			return nil, fmt.Errorf("route %s has no limits: build the Limits from the same config", rc.Name)
+		}
+		routes[rc.Name] = &route{cfg: rc, target: target, headers: headers, signer: newSigner(rc.Target.SigningKeys()), limits: rl}
 	}
 	return &Deliverer{
 		store:       st,
@@ -100,7 +107,7 @@ func NewDeliverer(st *store.Store, cfg *config.Config, logger *slog.Logger) (*De
 		client:      newHTTPClient(),
 		logger:      logger,
 		now:         time.Now,
-		breakers:    NewBreakers(cfg, logger),
+		limits:      limits,
 		tracer:      noop.NewTracerProvider().Tracer(tracing.InstrumentationName),
 		rescueAfter: RescueAfter(cfg),
 	}, nil
@@ -113,10 +120,6 @@ const (
 	eventLoadBatch   = 256
 	eventLoadTimeout = 10 * time.Second
 )
-
-// Breakers returns the routes' circuit breakers on this replica, for the
-// routes listing and metrics.
-func (d *Deliverer) Breakers() *Breakers { return d.breakers }
 
 // newHTTPClient returns a client that keeps connections to targets alive
 // and never follows redirects: a redirected POST would silently change
@@ -134,7 +137,7 @@ func newHTTPClient() *http.Client {
 }
 
 // Timeout bounds a whole delivery job: loading the event, waiting for a
-// slot and the rate limit, the request (itself cut off at target.timeout),
+// place under the route's limit and for its rate limit, the request (itself cut off at target.timeout),
 // and recording the outcome. It ends rescueSafety before River's rescuer
 // could take the job for a crashed replica's (RescueStuckJobsAfter): a job
 // rescued while it still runs here would be sent twice.
@@ -188,9 +191,10 @@ const (
 )
 
 // Work delivers one event in two steps: send it, then record the target's
-// 2xx. The route's slot is held from the request until the outcome is
-// recorded, so at most `concurrency` deliveries per replica are ever sent
-// and not yet recorded: the most a crash can make the target see twice.
+// 2xx. The delivery's place under the route's limit is held from the
+// request until the outcome is recorded, so at most `concurrency`
+// deliveries are ever sent and not yet recorded across the fleet: the most
+// a crash can make the target see twice.
 // When the database cannot record a 2xx before the job's deadline, the job
 // is snoozed with the send step done, and its next run only records it.
 func (d *Deliverer) Work(ctx context.Context, job *river.Job[outbox.DeliverArgs]) error {
@@ -200,17 +204,15 @@ func (d *Deliverer) Work(ctx context.Context, job *river.Job[outbox.DeliverArgs]
 		log.Error("route is not configured; cancelling delivery")
 		return river.JobCancel(fmt.Errorf("route %s is not configured on the replica that ran this job: add the route back, then retry the dead letter", job.Args.Route))
 	}
-	var holdsSlot bool
-	defer func() {
-		if holdsSlot {
-			r.slots.release()
-		}
-	}()
+	// The place is given back with what the attempt said about the
+	// target's load, once the outcome is recorded (or not sent at all).
+	h := &held{}
+	defer func() { r.limits.limiter.Release(h.token, h.rtt, h.outcome) }()
 	var result error
 	sent := false
 	river.ResumableStep(ctx, stepSend, nil, func(ctx context.Context) error {
 		sent = true
-		log, result = d.send(ctx, log, job, r, &holdsSlot)
+		log, result = d.send(ctx, log, job, r, h)
 		return result
 	})
 	if result != nil {
@@ -227,11 +229,19 @@ func (d *Deliverer) Work(ctx context.Context, job *river.Job[outbox.DeliverArgs]
 	return result
 }
 
-// send loads the event, takes a slot (left held in *holdsSlot for the
-// record step) and the circuit breaker's permit, sends the request, and
-// turns the answer into the job's result: nil for a 2xx only. It returns
-// log with the attempt's outcome added.
-func (d *Deliverer) send(ctx context.Context, log *slog.Logger, job *river.Job[outbox.DeliverArgs], r *route, holdsSlot *bool) (*slog.Logger, error) {
+// held is a delivery's place under its route's limit, with what its
+// attempt said about the target's load once it was sent.
+type held struct {
+	token   adaptive.Token
+	rtt     time.Duration
+	outcome adaptive.Outcome
+}
+
+// send loads the event, takes a place under the route's limit (left in h
+// for the record step) and the fleet circuit breaker's permit, sends the
+// request, and turns the answer into the job's result: nil for a 2xx only.
+// It returns log with the attempt's outcome added.
+func (d *Deliverer) send(ctx context.Context, log *slog.Logger, job *river.Job[outbox.DeliverArgs], r *route, h *held) (*slog.Logger, error) {
 	d.yieldToIntake(ctx)
 	ev, err := d.events.Load(ctx, job.Args.EventID, job.Args.ReceivedAt)
 	if outbox.ErrorCode(err) == outbox.ENOTFOUND {
@@ -245,18 +255,20 @@ func (d *Deliverer) send(ctx context.Context, log *slog.Logger, job *river.Job[o
 		log.Warn("cannot load event; will retry", "error", err)
 		return log, fmt.Errorf("cannot load the event from the database: %w", err)
 	}
-	// The slot comes before the circuit breaker's permit, so that no more
-	// than `concurrency` deliveries hold its permits: its bound on requests
-	// to a target that starts failing counts on it.
-	if !r.slots.acquire(ctx, slotWait(r.cfg.Target.Timeout.D())) {
+	// The place comes before the circuit breaker's permit, so that no
+	// more than `concurrency` deliveries hold its permits: its bound on
+	// requests to a target that starts failing counts on it.
+	tok, ok := r.limits.limiter.Acquire(ctx, placeWait(r.cfg.Target.Timeout.D()))
+	if !ok {
 		if ctx.Err() != nil {
-			return log, d.cutOff(ctx, log, job, r, "waiting for a delivery slot", nil)
+			return log, d.cutOff(ctx, log, job, r, "waiting for a place under the route's concurrency limit", nil)
 		}
-		// Every slot is busy with this route's slow target: come back
-		// later without using an attempt, and free the worker meanwhile.
-		return log, river.JobSnooze(busySnooze())
+		// Every place is busy (the target is slow, or the limit is low
+		// while it is under strain): come back later without using an
+		// attempt, and free the worker meanwhile.
+		return log, river.JobSnooze(fleet.ShortWait())
 	}
-	*holdsSlot = true
+	h.token, h.outcome = tok, adaptive.Unsent
 	p, err := d.admit(ctx, log, job, r)
 	if err != nil {
 		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
@@ -264,15 +276,23 @@ func (d *Deliverer) send(ctx context.Context, log *slog.Logger, job *river.Job[o
 		}
 		return log, err
 	}
-	defer p.release() // when no request was sent
 
 	out := d.attempt(tracing.FromMetadata(ctx, jobMetadata(job)), r, ev, job.Attempt)
-	if out.CutOff {
+	h.rtt, h.outcome = out.Duration, outcomeForLimiter(out)
+	// The breaker's writes outlive a shutdown's cancellation: they are
+	// what the other replicas decide from.
+	bctx := context.WithoutCancel(ctx)
+	switch {
+	case out.CutOff:
 		// Cut off by this replica (a shutdown, the job's deadline), not
 		// by the target: it says nothing about the target's health.
-		p.release()
-	} else {
-		p.record(out.Verdict, out.Message, d.now())
+		d.limits.breaker.Release(bctx, p)
+	case out.Verdict == Snooze && !p.Probe:
+		// Retry-After while closed counts as neither a failure nor a
+		// success; as a probe's answer, the target is not back yet.
+		d.limits.breaker.Release(bctx, p)
+	default:
+		d.limits.breaker.Record(bctx, p, out.Verdict == Retry || out.Verdict == Snooze, out.Message)
 	}
 	log = log.With("outcome", out.Verdict.String(), "status", out.Status)
 
@@ -352,7 +372,7 @@ func (d *Deliverer) cutOff(ctx context.Context, log *slog.Logger, job *river.Job
 				r.cfg.Retry.GiveUpAfter.D(), limit, phase))
 		}
 		log.Warn("delivery timed out before anything was sent, while "+phase+"; will retry without using an attempt", "job_timeout", limit.String())
-		return river.JobSnooze(busySnooze())
+		return river.JobSnooze(fleet.ShortWait())
 	}
 	// A shutdown. Wrapping the context's error lets River put the job back
 	// without using the attempt.
@@ -503,6 +523,7 @@ func (d *Deliverer) attempt(ctx context.Context, r *route, ev *store.DeliveryEve
 		// Without an answer, and not at target.timeout: this replica cut
 		// the request off (a shutdown, the job's deadline).
 		out.CutOff = ctx.Err() != nil && !errors.Is(context.Cause(reqCtx), errTargetTimeout)
+		out.Duration = elapsed
 		return out
 	}
 	defer resp.Body.Close()
@@ -510,5 +531,7 @@ func (d *Deliverer) attempt(ctx context.Context, r *route, ev *store.DeliveryEve
 	n, _ := io.ReadFull(resp.Body, head)
 	// Drain a little more so the connection can be reused.
 	_, _ = io.CopyN(io.Discard, resp.Body, 64<<10)
-	return classifyResponse(resp, head[:n], elapsed, d.now())
+	out = classifyResponse(resp, head[:n], elapsed, d.now())
+	out.Duration = elapsed
+	return out
 }

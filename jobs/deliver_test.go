@@ -63,11 +63,11 @@ func (tg *target) requests() []received {
 }
 
 type bundle struct {
-	pool     *pgxpool.Pool
-	client   *river.Client[pgx.Tx]
-	intake   *store.Intake
-	breakers *jobs.Breakers
-	logs     *logBuffer
+	pool   *pgxpool.Pool
+	client *river.Client[pgx.Tx]
+	intake *store.Intake
+	limits *jobs.Limits
+	logs   *logBuffer
 }
 
 // logBuffer collects what the delivery worker logs.
@@ -86,6 +86,22 @@ func (l *logBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.buf.String()
+}
+
+// withDeps gives opts the completer and the fleet limits a client needs,
+// started now and closed at the test's end, after the client (cleanups
+// run last registered first, so register the client's after this).
+func withDeps(t testing.TB, st *store.Store, cfg *config.Config, opts *jobs.ClientOptions) {
+	t.Helper()
+	opts.Completer = jobs.NewCompleter(st)
+	opts.Limits = jobs.NewLimits(st, cfg, opts.Logger)
+	opts.Limits.Start(context.Background())
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = opts.Limits.Stop(ctx)
+		opts.Completer.Close()
+	})
 }
 
 // setup runs a real River client with the delivery worker against a fresh
@@ -118,8 +134,8 @@ routes:
 	logger := slog.New(slog.NewTextHandler(logs, nil))
 	riverLogger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	st := store.New(pool)
-	breakers := jobs.NewBreakers(cfg, logger)
-	opts := jobs.ClientOptions{Logger: logger, RiverLogger: riverLogger, Breakers: breakers}
+	opts := jobs.ClientOptions{Logger: logger, RiverLogger: riverLogger}
+	withDeps(t, st, cfg, &opts)
 	for _, o := range options {
 		o(&opts)
 	}
@@ -137,7 +153,7 @@ routes:
 		_ = client.Stop(stopCtx)
 		cancel()
 	})
-	return &bundle{pool: pool, client: client, intake: store.NewIntake(st, client), breakers: breakers, logs: logs}
+	return &bundle{pool: pool, client: client, intake: store.NewIntake(st, client), limits: opts.Limits, logs: logs}
 }
 
 func (b *bundle) accept(t *testing.T, body string, maxAttempts int) outbox.Accepted {

@@ -27,7 +27,7 @@ func TestConcurrencyLimitMetric(t *testing.T) {
 		return l.Limit(), true
 	})
 	want := `
-# HELP outbox_delivery_concurrency_limit Current concurrency limit of a route's deliveries on this replica: adaptive between 1 and the route's concurrency, or the concurrency itself when adaptive_concurrency is false.
+# HELP outbox_delivery_concurrency_limit Current concurrency limit of a route's deliveries on this replica: its adaptive limit (or the route's concurrency when adaptive_concurrency is false), capped by its share of the route's fleet-wide concurrency.
 # TYPE outbox_delivery_concurrency_limit gauge
 outbox_delivery_concurrency_limit{route="fixed"} 4
 outbox_delivery_concurrency_limit{route="genesys"} 1

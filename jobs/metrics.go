@@ -29,22 +29,22 @@ const (
 
 var outcomes = []string{OutcomeDelivered, OutcomeRetry, OutcomeSnoozed, OutcomeCancelled, OutcomeDiscarded, OutcomeInterrupted}
 
-// CircuitStateMetric is the name of the circuit breaker's gauge, reserved
-// here so that the dashboard and the docs can refer to it before the
-// breaker exists.
+// CircuitStateMetric is the name of the circuit breaker's gauge, which the
+// dashboard and the docs refer to.
 const CircuitStateMetric = "outbox_circuit_state"
 
-// CircuitState is a route's circuit breaker state as outbox_circuit_state
-// reports it. The values rise with severity, so max() across replicas shows
-// the worst.
-type CircuitState int
-
-// Circuit breaker states.
-const (
-	CircuitClosed   CircuitState = 0
-	CircuitHalfOpen CircuitState = 1
-	CircuitOpen     CircuitState = 2
-)
+// circuitValue is a circuit breaker state as outbox_circuit_state reports
+// it. The values rise with severity, so max() across replicas shows the
+// worst (they agree within a second: the breaker is the fleet's).
+func circuitValue(s outbox.CircuitState) float64 {
+	switch s {
+	case outbox.CircuitOpen:
+		return 2
+	case outbox.CircuitHalfOpen:
+		return 1
+	}
+	return 0
+}
 
 // Metrics are the delivery worker's Prometheus metrics. Every label comes
 // from the config (route) or from a fixed set (outcome); an event's key
@@ -54,7 +54,6 @@ type Metrics struct {
 	duration   *prometheus.HistogramVec
 	attempts   *prometheus.HistogramVec
 	lag        *prometheus.HistogramVec
-	circuit    *prometheus.GaugeVec
 }
 
 // NewMetrics registers the delivery metrics on reg. Each route's outcome
@@ -80,12 +79,8 @@ func NewMetrics(reg prometheus.Registerer, routes []string) *Metrics {
 			Help:    "Time from a delivery job's creation (intake, or a replay) to its successful delivery, by route.",
 			Buckets: []float64{.01, .05, .1, .5, 1, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 24 * 3600, 72 * 3600},
 		}, []string{"route"}),
-		circuit: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: CircuitStateMetric,
-			Help: "Circuit breaker state of a route's target on this replica: 0 closed, 1 half-open, 2 open.",
-		}, []string{"route"}),
 	}
-	reg.MustRegister(m.deliveries, m.duration, m.attempts, m.lag, m.circuit)
+	reg.MustRegister(m.deliveries, m.duration, m.attempts, m.lag)
 	for _, r := range routes {
 		for _, o := range outcomes {
 			m.deliveries.WithLabelValues(r, o)
@@ -94,62 +89,70 @@ func NewMetrics(reg prometheus.Registerer, routes []string) *Metrics {
 	return m
 }
 
-// circuitState maps a breaker's state to the gauge's value.
-func circuitState(s BreakerState) CircuitState {
-	switch s {
-	case BreakerOpen:
-		return CircuitOpen
-	case BreakerHalfOpen:
-		return CircuitHalfOpen
-	}
-	return CircuitClosed
-}
-
-// SetCircuitState publishes route's circuit breaker state. It is the hook
-// for the breaker: call it on every transition (and once per route at
-// start). Until something calls it, outbox_circuit_state has no series,
-// rather than claiming a closed circuit that nobody measured.
-func (m *Metrics) SetCircuitState(route string, s CircuitState) {
-	m.circuit.WithLabelValues(route).Set(float64(s))
-}
-
 // ConcurrencyLimitMetric is the name of the gauge of each route's current
 // concurrency limit on this replica (adaptive_concurrency): the most
-// deliveries it lets be in flight to the route's target right now. With a
-// fixed limit it is the route's concurrency. Summed over replicas it is
-// what the fleet may send at once (the fleet-wide cap on concurrency still
-// applies).
+// deliveries it lets be in flight to the route's target right now, its
+// adaptive limit capped by its share of the route's fleet-wide
+// concurrency. Summed over replicas it is what the fleet may send at once,
+// never more than the route's concurrency.
 const ConcurrencyLimitMetric = "outbox_delivery_concurrency_limit"
 
-// limitCollector reads each route's concurrency limit when scraped, so the
-// gauge is never staler than the scrape (the limit moves every round trip).
-type limitCollector struct {
+// gaugeCollector reads one gauge per route when scraped, so that it is
+// never staler than the scrape (a limit moves every round trip, a circuit
+// when any replica moves it).
+type gaugeCollector struct {
 	desc   *prometheus.Desc
 	routes []string
-	limit  func(route string) (int, bool)
+	value  func(route string) (float64, bool)
+}
+
+func (c *gaugeCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *gaugeCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, r := range c.routes {
+		if v, ok := c.value(r); ok {
+			ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, v, r)
+		}
+	}
 }
 
 // RegisterConcurrencyLimit registers outbox_delivery_concurrency_limit on
 // reg. At each scrape it reports limit(route) for every route for which
 // limit answers true.
 func RegisterConcurrencyLimit(reg prometheus.Registerer, routes []string, limit func(route string) (int, bool)) {
-	reg.MustRegister(&limitCollector{
+	reg.MustRegister(&gaugeCollector{
 		desc: prometheus.NewDesc(ConcurrencyLimitMetric,
-			"Current concurrency limit of a route's deliveries on this replica: adaptive between 1 and the route's concurrency, or the concurrency itself when adaptive_concurrency is false.",
+			"Current concurrency limit of a route's deliveries on this replica: its adaptive limit (or the route's concurrency when adaptive_concurrency is false), capped by its share of the route's fleet-wide concurrency.",
 			[]string{"route"}, nil),
 		routes: routes,
-		limit:  limit,
+		value: func(route string) (float64, bool) {
+			v, ok := limit(route)
+			return float64(v), ok
+		},
 	})
 }
 
-func (c *limitCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+// RegisterCircuitState registers outbox_circuit_state on reg. At each
+// scrape it reports state(route), the fleet's circuit breaker as this
+// replica last read it, for every route for which state answers true.
+func RegisterCircuitState(reg prometheus.Registerer, routes []string, state func(route string) (outbox.CircuitState, bool)) {
+	reg.MustRegister(&gaugeCollector{
+		desc: prometheus.NewDesc(CircuitStateMetric,
+			"State of the circuit breaker a route's target has for the whole fleet, as this replica last read it: 0 closed, 1 half-open, 2 open.",
+			[]string{"route"}, nil),
+		routes: routes,
+		value: func(route string) (float64, bool) {
+			s, ok := state(route)
+			return circuitValue(s), ok
+		},
+	})
+}
 
-func (c *limitCollector) Collect(ch chan<- prometheus.Metric) {
-	for _, r := range c.routes {
-		if v, ok := c.limit(r); ok {
-			ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(v), r)
-		}
-	}
+// RegisterLimits registers the gauges that limits answer for:
+// outbox_delivery_concurrency_limit and outbox_circuit_state.
+func RegisterLimits(reg prometheus.Registerer, routes []string, limits *Limits) {
+	RegisterConcurrencyLimit(reg, routes, limits.Limit)
+	RegisterCircuitState(reg, routes, limits.CircuitState)
 }
 
 // middleware returns River worker middleware that records each delivery

@@ -12,6 +12,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
+
+	outbox "github.com/webhook-outbox/webhook-outbox"
 )
 
 // outcomeOf must agree with what River's job executor does with the same
@@ -49,18 +51,20 @@ func TestOutcomeFollowsRiver(t *testing.T) {
 	}
 }
 
-func TestCircuitStateHook(t *testing.T) {
+// TestCircuitStateMetric reads each route's fleet circuit at scrape time.
+func TestCircuitStateMetric(t *testing.T) {
 	t.Parallel()
 	reg := prometheus.NewRegistry()
-	m := NewMetrics(reg, []string{"genesys"})
-	if n, _ := testutil.GatherAndCount(reg, CircuitStateMetric); n != 0 {
-		t.Errorf("%s has %d series before a breaker set it", CircuitStateMetric, n)
-	}
-	m.SetCircuitState("genesys", CircuitOpen)
+	states := map[string]outbox.CircuitState{"genesys": outbox.CircuitOpen, "ok": outbox.CircuitClosed}
+	RegisterCircuitState(reg, []string{"genesys", "ok", "gone"}, func(route string) (outbox.CircuitState, bool) {
+		s, ok := states[route]
+		return s, ok
+	})
 	want := `
-# HELP outbox_circuit_state Circuit breaker state of a route's target on this replica: 0 closed, 1 half-open, 2 open.
+# HELP outbox_circuit_state State of the circuit breaker a route's target has for the whole fleet, as this replica last read it: 0 closed, 1 half-open, 2 open.
 # TYPE outbox_circuit_state gauge
 outbox_circuit_state{route="genesys"} 2
+outbox_circuit_state{route="ok"} 0
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), CircuitStateMetric); err != nil {
 		t.Error(err)
@@ -72,7 +76,7 @@ func TestDeliveryMetricsLint(t *testing.T) {
 	t.Parallel()
 	reg := prometheus.NewRegistry()
 	m := NewMetrics(reg, []string{"r"})
-	m.SetCircuitState("r", CircuitClosed)
+	RegisterCircuitState(reg, []string{"r"}, func(string) (outbox.CircuitState, bool) { return outbox.CircuitClosed, true })
 	m.record("r", OutcomeDelivered, &rivertype.JobRow{Attempt: 1, CreatedAt: time.Now()}, time.Millisecond)
 	problems, err := testutil.GatherAndLint(reg)
 	if err != nil {

@@ -41,8 +41,12 @@ func TestLockedRowsDoNotMultiplyDeliveries(t *testing.T) {
 				inFlight--
 				mu.Unlock()
 			})
+			// A fixed limit: the test holds the first deliveries at the
+			// target, which an adaptive limit's slow start would send one
+			// at a time.
 			b := setup(t, tg.URL, fmt.Sprintf(`    retry: {initial_backoff: 100ms, max_backoff: 200ms}
-    concurrency: %d`, concurrency))
+    concurrency: %d
+    adaptive_concurrency: false`, concurrency))
 			for i := range events {
 				b.accept(t, fmt.Sprintf(`{"id":"locked-%02d"}`, i), 10)
 			}

@@ -89,7 +89,9 @@ routes:
 	}
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	st := store.New(pool)
-	client, err := jobs.NewClient(pool, st, cfg, jobs.ClientOptions{Logger: logger, RiverLogger: logger})
+	opts := jobs.ClientOptions{Logger: logger, RiverLogger: logger}
+	withDeps(t, st, cfg, &opts)
+	client, err := jobs.NewClient(pool, st, cfg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

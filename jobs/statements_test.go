@@ -61,7 +61,9 @@ routes:
 			batch = batch[:0]
 		}
 	}
-	client, err := jobs.NewClient(pool, st, cfg, jobs.ClientOptions{Logger: logger, RiverLogger: logger})
+	opts := jobs.ClientOptions{Logger: logger, RiverLogger: logger}
+	withDeps(b, st, cfg, &opts)
+	client, err := jobs.NewClient(pool, st, cfg, opts)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -30,7 +30,7 @@ func jobTimeouts(d time.Duration, keys ...string) func(*jobs.ClientOptions) {
 // failures is the route's current run of failures on its circuit breaker.
 func (b *bundle) failures(t *testing.T) int {
 	t.Helper()
-	st, ok := b.breakers.State("r")
+	st, ok := b.limits.Circuit("r")
 	if !ok {
 		t.Fatal("no breaker for route r")
 	}
@@ -97,7 +97,7 @@ func TestJobTimeoutIsNotAShutdownNorTheTargetsFault(t *testing.T) {
 			t.Errorf("the circuit breaker counts %d failures for a delivery that was never sent", n)
 		}
 		logs := b.logs.String()
-		if !strings.Contains(logs, "delivery timed out before anything was sent, while waiting for a delivery slot") || strings.Contains(logs, "shutdown") {
+		if !strings.Contains(logs, "delivery timed out before anything was sent, while waiting for a place under the route's concurrency limit") || strings.Contains(logs, "shutdown") {
 			t.Errorf("the log does not report a timeout while waiting for a slot, or calls it a shutdown:\n%s", logs)
 		}
 	})

@@ -337,7 +337,7 @@ func TestOrderedConversations(t *testing.T) {
 		t.Errorf("ordering blocked: %d\n%s", code, out)
 	}
 	code, out, _ = cli(t, "routes", "list", "--config", cfgPath)
-	if code != 0 || !regexp.MustCompile(`(?m)^blocking +active +0 +0 +0 +0 +18 +2 +2 `).MatchString(out) {
+	if code != 0 || !regexp.MustCompile(`(?m)^blocking +active +closed +\S+ +0 +0 +0 +0 +18 +2 +2 `).MatchString(out) {
 		t.Errorf("routes list: %d\n%s", code, out)
 	}
 	if code, _, errOut := cli(t, "ordering", "blocked", "--route", "nope", "--config", cfgPath); code != 1 || !strings.Contains(errOut, `no route named "nope"`) {

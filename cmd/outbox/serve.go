@@ -20,7 +20,6 @@ import (
 	"github.com/riverqueue/river"
 	"go.opentelemetry.io/otel/trace"
 
-	outbox "github.com/webhook-outbox/webhook-outbox"
 	"github.com/webhook-outbox/webhook-outbox/admin"
 	"github.com/webhook-outbox/webhook-outbox/config"
 	"github.com/webhook-outbox/webhook-outbox/handler"
@@ -136,8 +135,10 @@ type Main struct {
 	served    chan error
 	stopUI    context.CancelFunc
 	batcher   *store.Batcher
-	breakers  *jobs.Breakers
 	completer *store.Completer
+	// limits are the routes' fleet-wide limits and circuit breakers;
+	// started before River, stopped after it.
+	fleetLimits *jobs.Limits
 	// stopPauses stops the periodic pause reconciliation.
 	stopPauses func()
 	// limits replaces defaultHTTPLimits when set (tests shorten them).
@@ -218,15 +219,16 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	registry := newRegistry()
 	m.registry = registry
 	metrics := jobs.NewMetrics(registry, routes)
-	m.breakers = jobs.NewBreakers(cfg, logger.With("component", "delivery"))
 	m.completer = jobs.NewCompleter(st)
+	m.fleetLimits = jobs.NewLimits(st, cfg, logger.With("component", "delivery"))
+	jobs.RegisterLimits(registry, routes, m.fleetLimits)
 	pressure := &store.IntakePressure{}
 	m.river, err = jobs.NewClient(m.pool, st, cfg, jobs.ClientOptions{
 		Logger:      logger.With("component", "delivery"),
 		RiverLogger: riverLogger,
 		Metrics:     metrics,
-		Breakers:    m.breakers,
 		Completer:   m.completer,
+		Limits:      m.fleetLimits,
 		// 0 unless the fault suite set it.
 		MaintenanceInterval: m.testKnobs.MaintenanceInterval,
 		// During a burst, intake comes first; deliveries catch up after.
@@ -248,17 +250,6 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		intake.SetTracerProvider(m.TracerProvider)
 	}
 	ops := admin.New(st, m.river, cfg)
-	ops.SetCircuits(func(route string) (outbox.CircuitInfo, bool) {
-		b, ok := m.breakers.State(route)
-		if !ok {
-			return outbox.CircuitInfo{}, false
-		}
-		c := outbox.CircuitInfo{State: outbox.CircuitState(b.State), Since: b.Since, ConsecutiveFailures: b.ConsecutiveFailures, LastError: b.LastError}
-		if !b.OpenUntil.IsZero() {
-			c.OpenUntil = &b.OpenUntil
-		}
-		return c, true
-	})
 	// Restore pauses before the workers start, so that a paused route's
 	// queue is paused from its first fetch.
 	if err := ops.ReconcilePauses(ctx, logger); err != nil {
@@ -321,6 +312,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 	// Deliveries get their own context: a shutdown stops them through
 	// river.Stop, after intake has drained, not by cancelling ctx.
+	// The fleet limits first: until this replica holds a lease on a
+	// route, it sends the route nothing.
+	m.fleetLimits.Start(ctx)
 	if err := m.river.Start(context.WithoutCancel(ctx)); err != nil {
 		return fmt.Errorf("error starting River: %w", err)
 	}
@@ -438,6 +432,16 @@ func (m *Main) Close(ctx context.Context) error {
 func (m *Main) closeResources() {
 	if m.stopStats != nil {
 		m.stopStats()
+	}
+	// After River has stopped: its last deliveries held their places
+	// until they recorded. The shares go back to the other replicas now
+	// rather than when the leases expire.
+	if m.fleetLimits != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := m.fleetLimits.Stop(ctx); err != nil {
+			m.Logger.Warn("cannot give the fleet leases back; they expire on their own", "error", err)
+		}
+		cancel()
 	}
 	// After River has stopped: its last deliveries record through it.
 	if m.completer != nil {

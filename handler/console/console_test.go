@@ -15,7 +15,6 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	outbox "github.com/webhook-outbox/webhook-outbox"
 	"github.com/webhook-outbox/webhook-outbox/admin"
 	"github.com/webhook-outbox/webhook-outbox/config"
 	"github.com/webhook-outbox/webhook-outbox/handler"
@@ -69,9 +68,14 @@ func setup(t *testing.T) *bundle {
 		t.Fatal(err)
 	}
 	ops := admin.New(st, client, cfg)
-	ops.SetCircuits(func(route string) (outbox.CircuitInfo, bool) {
-		return outbox.CircuitInfo{State: outbox.CircuitOpen, Since: time.Now()}, route == "genesys"
-	})
+	// genesys's circuit is open for the fleet, and a replica holds a
+	// share of 3 of billing's concurrency, as the replicas record them.
+	if _, _, err := st.RecordCircuitFailure(context.Background(), "genesys", store.BreakerSettings{Failures: 1, Cooldown: time.Hour}, "target answered 503"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.RenewFleetLease(context.Background(), store.LeaseRequest{Route: "billing", Holder: "replica-a", Want: 3, InFlight: 2, Ceiling: 4, TTL: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
 	con, err := console.New(console.Options{
 		Operator: ops, Reader: st, Config: cfg, AdminToken: adminToken, Logger: logger, RiverUI: handler.RiverUIPrefix,
 	})
@@ -491,7 +495,8 @@ func TestOverviewAndRoutes(t *testing.T) {
 	wantContains(t, page,
 		`aria-label="Route billing over the last hour: 9 deliveries and 1 failed attempts, per minute"`,
 		`aria-label="Route genesys over the last hour: 0 deliveries and 4 failed attempts, per minute"`,
-		`<span class="badge breaker-open">open</span>`, // genesys, as this replica's hook says
+		`<span class="badge breaker-open">open</span>`, // genesys, as the fleet's circuit says
+		`<dd>3 of `, // billing's share held by a replica
 		`href="/console/dead-letters?route=genesys">4</a>`,
 	)
 	if n := strings.Count(page, `class="delivered"/>`); n != 1 {

@@ -174,11 +174,18 @@ type routeCard struct {
 	DeliveredHour  int64
 	FailedHour     int64
 	Chart          chart
-	BreakerState   string
-	BreakerKnown   bool
 	MaxAttempts    int
 	GiveUpAfter    time.Duration
 	DeadLettersURL string
+}
+
+// LimitNow says how many requests the fleet may have in flight to the
+// route's target now, out of its concurrency.
+func (c routeCard) LimitNow() string {
+	if c.Limit.Current == nil {
+		return fmt.Sprintf("idle (up to %d)", c.Concurrency)
+	}
+	return fmt.Sprintf("%d of %d", *c.Limit.Current, c.Concurrency)
 }
 
 type overviewData struct {
@@ -221,9 +228,6 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request) {
 			card.FailedHour += m.Failed
 		}
 		card.Chart = newChart(s.Name, series, first)
-		if s.Circuit != nil {
-			card.BreakerState, card.BreakerKnown = string(s.Circuit.State), true
-		}
 		if rc := c.routes[s.Name]; rc != nil {
 			card.MaxAttempts, card.GiveUpAfter = rc.Retry.MaxAttempts, rc.Retry.GiveUpAfter.D()
 		}

@@ -21,9 +21,6 @@ func (c *Console) routesPage(w http.ResponseWriter, r *http.Request) {
 	for _, s := range statuses {
 		card := routeCard{RouteStatus: s, DeadLettersURL: Prefix + "/dead-letters?route=" + s.Name}
 		card.Backlog = s.Backlog.Available + s.Backlog.Retryable + s.Backlog.Scheduled + s.Backlog.Running
-		if s.Circuit != nil {
-			card.BreakerState, card.BreakerKnown = string(s.Circuit.State), true
-		}
 		if rc := c.routes[s.Name]; rc != nil {
 			card.MaxAttempts, card.GiveUpAfter = rc.Retry.MaxAttempts, rc.Retry.GiveUpAfter.D()
 		}

@@ -185,10 +185,12 @@ func (g *Gradient2) Update(limit float64, r Round) float64 {
 //
 //   - Gradient. Each round compares its median latency with the baseline,
 //     the latency the target shows when it is not loaded: gradient =
-//     clamp(Tolerance × baseline / RTT, 0.5, 2). Above 1 the limit grows, by
-//     at most one place per round (TCP's congestion avoidance: slow start
-//     did the fast part); below 1 it shrinks in proportion, so it settles
-//     where the target answers in Tolerance × its unloaded latency.
+//     clamp(max(Tolerance × baseline, baseline + Noise) / RTT, 0.5, 2).
+//     Above 1 the limit grows, by at most one place per round (TCP's
+//     congestion avoidance: slow start did the fast part); below 1 it
+//     shrinks in proportion, so it settles where the target answers in
+//     Tolerance × its unloaded latency (or that plus Noise, for a target
+//     so fast that the sender's own jitter is larger).
 //   - Errors. A congested round multiplies the limit by Backoff (0.5, TCP
 //     Reno's halving); the Limiter takes care that one overshoot halves it
 //     only once.
@@ -352,7 +354,11 @@ func (g *Gradient) Update(limit float64, r Round) float64 {
 		g.probing, g.probeFrom, g.alone = true, limit, g.alone[:0]
 		return 1
 	}
-	gradient := max(0.5, min(2, g.Tolerance*float64(base)/float64(r.RTT)))
+	allowed := float64(base) * g.Tolerance
+	if !g.Envoy {
+		allowed = max(allowed, float64(base+Noise))
+	}
+	gradient := max(0.5, min(2, allowed/float64(r.RTT)))
 	next := limit * gradient
 	if g.Envoy {
 		next += math.Sqrt(next)

@@ -57,6 +57,15 @@ const (
 	// slowStartExit ends slow start when a round's latency passes the
 	// unloaded latency by this factor (HyStart's delay test).
 	slowStartExit = 1.25
+	// Noise is the rise of latency that says nothing about the target's
+	// load, whatever its unloaded latency: the sender's own machine and
+	// the network add that much when many requests are in flight (a
+	// scheduler, a busy CPU, a garbage collection). Slow start and the
+	// chosen algorithm take latency as risen only when it passes both
+	// their factor and the unloaded latency plus Noise, so a fast target
+	// a millisecond away is not held at a handful of requests by the
+	// sender's own jitter.
+	Noise = 10 * time.Millisecond
 	// minRoundAnswers is how many answers a round needs before it ends,
 	// unless an overload ends it: the median of several keeps one lucky or
 	// unlucky answer of a noisy target from moving the limit. Slow start
@@ -367,6 +376,14 @@ func (l *Limiter) endRoundLocked(now time.Time) {
 	out.Congested = r.congested()
 
 	old := l.limit
+	if l.capped >= 1 && old > float64(l.capped) {
+		// The round ran under the cap (the replica's share of the fleet's
+		// concurrency), not under the limiter's own limit: move from what
+		// was in force, or a drop of latency must first halve away
+		// headroom that was never used before it slows anything. A cap of
+		// 0 (a lease lapsing) says nothing about the target.
+		old = float64(l.capped)
+	}
 	limit := l.alg.Update(old, out)
 	if l.slowStart {
 		limit = l.slowStartLocked(old, limit, out)
@@ -398,7 +415,7 @@ func (l *Limiter) slowStartLocked(old, alg float64, out Round) float64 {
 			return 2
 		}
 		return 1
-	case out.RTT > 0 && float64(out.RTT) > slowStartExit*float64(l.ssBase):
+	case out.RTT > 0 && out.RTT > max(time.Duration(slowStartExit*float64(l.ssBase)), l.ssBase+Noise):
 		l.slowStart = false
 		return alg
 	case 2*out.MaxInFlight < int(old):

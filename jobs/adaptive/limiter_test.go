@@ -376,3 +376,32 @@ func TestCapFromOutside(t *testing.T) {
 		t.Fatalf("an unused limiter's demand is %d, want 0", d)
 	}
 }
+
+// TestCappedLimitBacksOffFromTheCap: a replica whose own limit grew past
+// its share of the fleet's concurrency backs off from the share when the
+// target slows, at the first congested round, not from its unused
+// headroom.
+func TestCappedLimitBacksOffFromTheCap(t *testing.T) {
+	t.Parallel()
+	c := &fakeClock{now: time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)}
+	l := New(Config{Ceiling: 32, Algorithm: NewGradient(), Clock: c.Now})
+	l.mu.Lock()
+	l.limit, l.slowStart = 16, false
+	l.mu.Unlock()
+	l.SetCap(4)
+	var toks []Token
+	for range 4 {
+		tok, ok := l.TryAcquire()
+		if !ok {
+			t.Fatal("no place under the cap")
+		}
+		toks = append(toks, tok)
+	}
+	c.Add(100 * time.Millisecond)
+	for _, tok := range toks {
+		l.Release(tok, 100*time.Millisecond, Overloaded)
+	}
+	if s := l.Stats(); s.Own > 2 {
+		t.Fatalf("after a congested round under a cap of 4 the own limit is %d, want at most 2 (half the cap, not half of 16)", s.Own)
+	}
+}

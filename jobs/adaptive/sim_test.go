@@ -366,17 +366,6 @@ func (b *simBreaker) record(p simPermit, failed bool, now time.Time) {
 	}
 }
 
-func (b *simBreaker) release(p simPermit) {
-	if p.generation != b.generation {
-		return
-	}
-	if p.probe {
-		b.probing = false
-	} else {
-		b.inflight--
-	}
-}
-
 func (b *simBreaker) open(now time.Time) {
 	b.openUntil = now.Add(b.cooldown)
 	b.opened++

@@ -16,13 +16,12 @@ import (
 // refreshed by Run once a second and by every write, and decides from it
 // without a round trip while a circuit is closed and healthy.
 //
-// Its protocol is jobs/breaker.go's permit: Allow before sending, then
-// Record with the outcome, or Release when nothing was sent. While the
-// fleet has a run of failures on a route, this replica also counts its own
-// requests in flight and sends a new one only while failures plus those in
-// flight stay under the threshold, as the per-replica breaker does: a
-// target that starts failing sees about threshold requests per replica
-// before the circuit opens, not one per queued event.
+// Its protocol: Allow before sending, then Record with the outcome, or
+// Release when nothing was sent. While the fleet has a run of failures on
+// a route, this replica also counts its own requests in flight and sends a
+// new one only while failures plus those in flight stay under the
+// threshold: a target that starts failing sees about threshold requests
+// per replica before the circuit opens, not one per queued event.
 //
 // When Postgres cannot be reached, failures and successes still move the
 // local copy, so each replica keeps protecting the target on its own.
@@ -74,9 +73,12 @@ type Permit struct {
 	Wait time.Duration
 }
 
-// waitForProbe is how long a delivery is snoozed while another replica's
-// probe, or a run of failures, is being settled: short and jittered.
-func waitForProbe() time.Duration { return time.Second + rand.N(time.Second) }
+// ShortWait is how long a delivery held back for a moment is snoozed: while
+// another replica's probe or a run of failures is being settled, or while
+// every place under the route's limit is busy. The answer usually comes
+// within milliseconds, so it is short, and it is jittered so that waiting
+// deliveries do not come back together.
+func ShortWait() time.Duration { return time.Second + rand.N(time.Second) }
 
 // State returns this replica's copy of route's circuit.
 func (b *Breaker) State(route string) store.Circuit {
@@ -99,17 +101,17 @@ func (b *Breaker) Allow(ctx context.Context, route string) Permit {
 		return Permit{route: route, Wait: c.OpenUntil.Sub(now) + rand.N(spread+1)}
 	case c.State == outbox.CircuitHalfOpen && now.Before(c.ProbeUntil):
 		b.mu.Unlock()
-		return Permit{route: route, Wait: waitForProbe()}
+		return Permit{route: route, Wait: ShortWait()}
 	case c.State == outbox.CircuitOpen || c.State == outbox.CircuitHalfOpen:
 		b.mu.Unlock()
 		got, ok, err := b.st.TryCircuitProbe(ctx, route, b.holder, s.ProbeTTL)
 		if err != nil {
 			b.logger.Warn("cannot take the circuit breaker's probe; waiting", "route", route, "error", err)
-			return Permit{route: route, Wait: waitForProbe()}
+			return Permit{route: route, Wait: ShortWait()}
 		}
 		if !ok {
 			b.refreshOne(ctx, route)
-			return Permit{route: route, Wait: waitForProbe()}
+			return Permit{route: route, Wait: ShortWait()}
 		}
 		b.set(got)
 		b.logger.Info("circuit breaker half-open: this replica sends the fleet's probe", "route", route)
@@ -117,7 +119,7 @@ func (b *Breaker) Allow(ctx context.Context, route string) Permit {
 	}
 	defer b.mu.Unlock()
 	if c.ConsecutiveFailures > 0 && c.ConsecutiveFailures+b.inflight[route] >= max(s.Failures, 1) {
-		return Permit{route: route, Wait: waitForProbe()}
+		return Permit{route: route, Wait: ShortWait()}
 	}
 	b.inflight[route]++
 	return Permit{route: route, OK: true}

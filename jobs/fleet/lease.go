@@ -90,8 +90,8 @@ func NewLease(cfg LeaseConfig) *Lease {
 }
 
 // RateLimiter is the replica's token bucket at its share of the route's
-// rate_limit (nil when the route has none). Deliveries reserve from it as
-// they do today from the per-replica one.
+// rate_limit (nil when the route has none). Deliveries reserve from it
+// before they send.
 func (l *Lease) RateLimiter() *rate.Limiter { return l.rate }
 
 // Grant returns the replica's current share.
