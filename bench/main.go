@@ -43,6 +43,13 @@ type options struct {
 	dupShare    float64
 	concurrency int
 	quick       bool
+	sustain     time.Duration
+	rounds      int
+	partitions  int
+	// withOrdering runs the ordering phase after the others.
+	withOrdering bool
+	// retentionOnly runs only the retention phase.
+	retentionOnly bool
 	// The ordering phase (bench/ordering.go).
 	ordering       bool
 	orderingKeys   int
@@ -56,7 +63,12 @@ func main() {
 	var o options
 	flag.IntVar(&o.clients, "clients", 64, "closed-loop connections, and pgbench clients")
 	flag.DurationVar(&o.duration, "duration", 15*time.Second, "length of each load phase")
-	flag.IntVar(&o.openRate, "rate", 2000, "open-loop requests per second")
+	flag.IntVar(&o.openRate, "rate", 1500, "the sustained open loop's requests per second")
+	flag.DurationVar(&o.sustain, "sustain", 60*time.Second, "length of the sustained open loop")
+	flag.IntVar(&o.rounds, "rounds", 3, "rounds of the closed loop against both pgbench baselines; the medians are reported")
+	flag.IntVar(&o.partitions, "partitions", 35, "events partitions in the second half of the retention phase")
+	flag.BoolVar(&o.withOrdering, "with-ordering", false, "run the ordering phase too, at the end (about 7 minutes)")
+	flag.BoolVar(&o.retentionOnly, "retention-only", false, "only the retention phase: intake with few partitions, then with -partitions")
 	flag.IntVar(&o.backlog, "backlog", 100_000, "events in the drain test")
 	flag.Float64Var(&o.dupShare, "duplicates", 0.05, "share of requests that repeat an earlier key")
 	flag.IntVar(&o.concurrency, "concurrency", 64, "the bench route's delivery concurrency")
@@ -106,6 +118,21 @@ type Result struct {
 	// The same ratios for the closed loop with deliveries paused.
 	RatioOutboxTxAlone float64 `json:"ratio_to_outbox_tx_deliveries_paused"`
 	RatioInsertAlone   float64 `json:"ratio_to_bare_insert_deliveries_paused"`
+
+	// Rounds are the closed loop (deliveries running) and both pgbench
+	// baselines, side by side; the Median fields are over them, and the
+	// ratios above are the medians'.
+	Rounds              []Round `json:"rounds"`
+	MedianAccepted      float64 `json:"median_accepted_per_sec"`
+	MedianOutboxTx      float64 `json:"median_pgbench_outbox_tx_per_sec"`
+	MedianInsert        float64 `json:"median_pgbench_bare_insert_per_sec"`
+	MedianRatioOutboxTx float64 `json:"median_ratio_to_outbox_tx"`
+	MedianRatioInsert   float64 `json:"median_ratio_to_bare_insert"`
+	// Retention is intake with 6 events partitions against 35.
+	Retention *Retention `json:"retention,omitempty"`
+	// Sustained is the 60 s open loop with deliveries running, with the
+	// backlog over time and the CPU per event.
+	Sustained *Sustained `json:"sustained,omitempty"`
 
 	// Ordering compares an ordered route with many keys to an unordered
 	// one (bench/ordering.go).
@@ -176,6 +203,8 @@ func run(ctx context.Context, o options) error {
 database_url: %q
 admin_token: %s
 log_level: warn
+event_retention: 840h
+dead_letter_retention: 840h
 routes:
   - name: bench
     auth: {header: {name: X-Webhook-Token, value: bench-token}}
@@ -218,19 +247,40 @@ routes:
 		return save(root, &res)
 	}
 
-	logf("closed loop: %d connections for %s", o.clients, o.duration)
-	deliveredBefore := sink.count.Load()
-	t0 := time.Now()
-	res.ClosedLoop = gen.closedLoop(ctx, o.clients, o.duration)
-	res.DeliveriesPerSecDuringBurst = float64(sink.count.Load()-deliveredBefore) / time.Since(t0).Seconds()
+	pause := func() error { return admin(ctx, outboxURL, token, "/admin/v1/routes/bench/pause") }
+	resume := func() error { return admin(ctx, outboxURL, token, "/admin/v1/routes/bench/resume") }
+	if o.retentionOnly {
+		if res.Retention, err = retentionPhase(ctx, o, gen, dbURL, pause, resume, o.partitions, 2000); err != nil {
+			return err
+		}
+		printCost(os.Stdout, &res)
+		return save(root, &res)
+	}
+
+	// The closed loop with deliveries running against both pgbench
+	// baselines, in rounds; each ratio is the rounds' median.
+	if res.Rounds, err = rounds(ctx, o, gen, dbURL, sink, max(o.rounds, 1)); err != nil {
+		return err
+	}
+	res.ClosedLoop = res.Rounds[0].phase
+	res.DeliveriesPerSecDuringBurst = roundMedian(res.Rounds, func(r Round) float64 { return r.DeliveriesPS })
+	res.MedianAccepted = roundMedian(res.Rounds, func(r Round) float64 { return r.AcceptedPS })
+	res.MedianOutboxTx = roundMedian(res.Rounds, func(r Round) float64 { return r.PgbenchOutboxTx })
+	res.MedianInsert = roundMedian(res.Rounds, func(r Round) float64 { return r.PgbenchInsert })
+	res.MedianRatioOutboxTx = roundMedian(res.Rounds, func(r Round) float64 { return r.RatioOutboxTx })
+	res.MedianRatioInsert = roundMedian(res.Rounds, func(r Round) float64 { return r.RatioInsert })
+	res.PgbenchOutboxTx, res.PgbenchInsert = res.MedianOutboxTx, res.MedianInsert
+	res.RatioOutboxTx, res.RatioInsert = res.MedianRatioOutboxTx, res.MedianRatioInsert
 
 	logf("closed loop with deliveries paused: %d connections for %s", o.clients, o.duration)
-	if err := admin(ctx, outboxURL, token, "/admin/v1/routes/bench/pause"); err != nil {
+	if err := pause(); err != nil {
 		return err
 	}
 	res.IntakeAlone = gen.closedLoop(ctx, o.clients, o.duration)
 	res.IntakeAlone.Target += ", deliveries paused"
-	if err := admin(ctx, outboxURL, token, "/admin/v1/routes/bench/resume"); err != nil {
+	res.RatioOutboxTxAlone = res.IntakeAlone.AcceptedPS / res.PgbenchOutboxTx
+	res.RatioInsertAlone = res.IntakeAlone.AcceptedPS / res.PgbenchInsert
+	if err := resume(); err != nil {
 		return err
 	}
 	if err := waitDrained(ctx, dbURL, 10*time.Minute); err != nil {
@@ -238,27 +288,15 @@ routes:
 	}
 	if o.quick {
 		printTable(os.Stdout, &res)
-		return nil
+		printCost(os.Stdout, &res)
+		return save(root, &res)
 	}
 
-	logf("open loop: %d requests/s for %s", o.openRate, o.duration)
-	res.OpenLoop = gen.openLoop(ctx, o.openRate, o.duration)
-	if err := waitDrained(ctx, dbURL, 10*time.Minute); err != nil {
+	if res.Sustained, err = sustainedPhase(ctx, gen, dbURL, serve.Process.Pid, sink, o.openRate, o.sustain); err != nil {
 		return err
 	}
-	logf("open loop with deliveries paused: %d requests/s for %s", o.openRate, o.duration)
-	if err := admin(ctx, outboxURL, token, "/admin/v1/routes/bench/pause"); err != nil {
-		return err
-	}
-	res.OpenAlone = gen.openLoop(ctx, o.openRate, o.duration)
-	res.OpenAlone.Target += ", deliveries paused"
-	if err := admin(ctx, outboxURL, token, "/admin/v1/routes/bench/resume"); err != nil {
-		return err
-	}
+	res.OpenLoop = res.Sustained.Phase
 
-	if err := waitDrained(ctx, dbURL, 5*time.Minute); err != nil {
-		return err
-	}
 	logf("idle CPU over 10 s")
 	res.IdleCPUPercent, err = idleCPU(serve.Process.Pid, 10*time.Second)
 	if err != nil {
@@ -266,13 +304,13 @@ routes:
 	}
 
 	logf("drain: %d events queued while the route is paused, then resumed", o.backlog)
-	if err := admin(ctx, outboxURL, token, "/admin/v1/routes/bench/pause"); err != nil {
+	if err := pause(); err != nil {
 		return err
 	}
 	gen.fill(ctx, o.clients, o.backlog)
 	before := sink.count.Load()
-	t0 = time.Now()
-	if err := admin(ctx, outboxURL, token, "/admin/v1/routes/bench/resume"); err != nil {
+	t0 := time.Now()
+	if err := resume(); err != nil {
 		return err
 	}
 	if err := waitDrained(ctx, dbURL, 10*time.Minute); err != nil {
@@ -283,28 +321,25 @@ routes:
 	res.DrainPerSec = float64(res.DrainEvents) / res.DrainSeconds
 	res.PeakRSSMiB = rss.peakMiB()
 
-	logf("pgbench baselines: %d clients for %s each", o.clients, o.duration)
-	res.PgbenchOutboxTx, err = pgbench(ctx, dbURL, o.clients, o.duration, outboxTxScript)
-	if err != nil {
+	// Last, since it leaves the database with many partitions.
+	if res.Retention, err = retentionPhase(ctx, o, gen, dbURL, pause, resume, o.partitions, 2000); err != nil {
 		return err
 	}
-	res.PgbenchInsert, err = pgbench(ctx, dbURL, o.clients, o.duration, bareInsertScript)
-	if err != nil {
-		return err
-	}
-	res.RatioOutboxTx = res.ClosedLoop.AcceptedPS / res.PgbenchOutboxTx
-	res.RatioInsert = res.ClosedLoop.AcceptedPS / res.PgbenchInsert
-	res.RatioOutboxTxAlone = res.IntakeAlone.AcceptedPS / res.PgbenchOutboxTx
-	res.RatioInsertAlone = res.IntakeAlone.AcceptedPS / res.PgbenchInsert
+	res.PeakRSSMiB = rss.peakMiB()
 
-	if res.Ordering, err = orderingPhase(ctx, o, outboxURL, token, dbURL, sink, root); err != nil {
-		return err
+	if o.withOrdering {
+		if res.Ordering, err = orderingPhase(ctx, o, outboxURL, token, dbURL, sink, root); err != nil {
+			return err
+		}
 	}
 	if res.Capacity, err = capacityPhase(ctx, o, o.capacity, bin, base, root); err != nil {
 		return err
 	}
 	printTable(os.Stdout, &res)
-	printOrdering(os.Stdout, res.Ordering)
+	printCost(os.Stdout, &res)
+	if res.Ordering != nil {
+		printOrdering(os.Stdout, res.Ordering)
+	}
 	printCapacity(os.Stdout, res.Capacity)
 	return save(root, &res)
 }
@@ -421,7 +456,7 @@ func waitDrained(ctx context.Context, dbURL string, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
 	for {
 		var n int64
-		if err := conn.QueryRow(ctx, `SELECT count(*) FROM river_job WHERE kind = 'deliver' AND state IN ('available', 'pending', 'running', 'retryable', 'scheduled')`).Scan(&n); err != nil {
+		if err := conn.QueryRow(ctx, `SELECT count(*) FROM river_job WHERE kind = 'deliver' AND queue <> 'pgbench' AND state IN ('available', 'pending', 'running', 'retryable', 'scheduled')`).Scan(&n); err != nil {
 			return err
 		}
 		if n == 0 {
@@ -565,6 +600,12 @@ func pgbench(ctx context.Context, dbURL string, clients int, d time.Duration, sc
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return 0, fmt.Errorf("pgbench: %v\n%s", err, out)
+	}
+	// Its jobs belong to no worker: remove them, so that they neither
+	// count as backlog nor weigh on River's queries.
+	if conn, err := pgx.Connect(ctx, dbURL); err == nil {
+		_, _ = conn.Exec(ctx, `DELETE FROM river_job WHERE queue = 'pgbench'`)
+		conn.Close(ctx)
 	}
 	m := tpsLine.FindSubmatch(out)
 	if m == nil {

@@ -280,7 +280,8 @@ func seed(t *testing.T, p *pgxpool.Pool) {
 			SELECT 'hooks', 'seed-' || g, 'application/json', convert_to(format('{"id":"seed-%%s"}', g), 'UTF8'),
 			       now() - interval '65 seconds' + g * (interval '10 seconds' / %[2]d)
 			FROM generate_series(0, %[2]d - 1) AS g
-			RETURNING id, key, received_at)
+			RETURNING id, key, received_at),
+		keys AS (INSERT INTO event_keys (route, key, event_id, received_at) SELECT 'hooks', key, id, received_at FROM ev)
 		INSERT INTO river_job (args, kind, max_attempts, queue, state)
 		SELECT jsonb_build_object('event_id', id, 'route', 'hooks', 'key', key, 'received_at', received_at), 'deliver', 3, 'hooks', 'available'
 		FROM ev`, int(soakPartition.Seconds()), soakSeeds))

@@ -50,6 +50,7 @@ type Deliverer struct {
 
 	store     *store.Store
 	completer *store.Completer
+	events    *store.EventLoader    // loads the events of concurrent deliveries in shared queries
 	pressure  *store.IntakePressure // nil: never yield
 	routes    map[string]*route
 	client    *http.Client
@@ -101,6 +102,7 @@ func NewDeliverer(st *store.Store, cfg *config.Config, limits *Limits, logger *s
 	}
 	return &Deliverer{
 		store:       st,
+		events:      store.NewEventLoader(st, eventLoaders, eventLoadBatch, eventLoadTimeout),
 		routes:      routes,
 		client:      newHTTPClient(),
 		logger:      logger,
@@ -110,6 +112,14 @@ func NewDeliverer(st *store.Store, cfg *config.Config, limits *Limits, logger *s
 		rescueAfter: RescueAfter(cfg),
 	}, nil
 }
+
+// The event loader's settings: two queries at once of up to 256 events, as
+// many as a River fetch hands out; each bounded like a delivery's request.
+const (
+	eventLoaders     = 2
+	eventLoadBatch   = 256
+	eventLoadTimeout = 10 * time.Second
+)
 
 // newHTTPClient returns a client that keeps connections to targets alive
 // and never follows redirects: a redirected POST would silently change
@@ -233,7 +243,7 @@ type held struct {
 // It returns log with the attempt's outcome added.
 func (d *Deliverer) send(ctx context.Context, log *slog.Logger, job *river.Job[outbox.DeliverArgs], r *route, h *held) (*slog.Logger, error) {
 	d.yieldToIntake(ctx)
-	ev, err := d.store.EventForDelivery(ctx, job.Args.EventID, job.Args.ReceivedAt)
+	ev, err := d.events.Load(ctx, job.Args.EventID, job.Args.ReceivedAt)
 	if outbox.ErrorCode(err) == outbox.ENOTFOUND {
 		log.Error("event is no longer stored; cancelling delivery")
 		return log, river.JobCancel(fmt.Errorf("event %d is no longer stored, so there is nothing to deliver", job.Args.EventID))
@@ -454,12 +464,17 @@ func (d *Deliverer) yieldToIntake(ctx context.Context) {
 	if !d.pressure.Busy() {
 		return
 	}
+	// Sleep until the pressure would end, then look again: a wake-up per
+	// pressure window, not a poll every few milliseconds by each of
+	// hundreds of workers.
 	deadline := time.Now().Add(maxYield)
 	for d.pressure.Busy() && time.Now().Before(deadline) {
+		wake := time.NewTimer(min(time.Until(d.pressure.BusyUntil()), time.Until(deadline)) + time.Millisecond)
 		select {
 		case <-ctx.Done():
+			wake.Stop()
 			return
-		case <-time.After(25 * time.Millisecond):
+		case <-wake.C:
 		}
 	}
 }

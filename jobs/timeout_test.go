@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -163,7 +164,15 @@ func TestShutdownGivesTheAttemptBack(t *testing.T) {
 func TestUnrecordedDeliveryIsRecordedWithoutResending(t *testing.T) {
 	t.Parallel()
 	var requests atomic.Int32
-	tg := newTarget(t, func(http.ResponseWriter, *http.Request) { requests.Add(1) })
+	// The target answers only once the test holds the event's row, so the
+	// worker cannot record the delivery before the lock is taken.
+	locked := make(chan struct{})
+	tg := newTarget(t, func(http.ResponseWriter, *http.Request) {
+		requests.Add(1)
+		<-locked
+	})
+	var unlock sync.Once
+	t.Cleanup(func() { unlock.Do(func() { close(locked) }) }) // before the target closes
 	// The job's deadline is 1s, so recording gets its floor of 5s.
 	b := setupTop(t, tg.URL, "", "", jobTimeouts(time.Second, "unrecorded"))
 	ctx := context.Background()
@@ -172,12 +181,12 @@ func TestUnrecordedDeliveryIsRecordedWithoutResending(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck
-	// Lock the event as soon as it exists: intake commits it, and the
-	// lock is taken before the worker can record it.
+	// Lock the event as soon as it exists; the target's 2xx waits for it.
 	res := b.accept(t, `{"id":"unrecorded"}`, 5)
 	if _, err := tx.Exec(ctx, `SELECT 1 FROM events WHERE id = $1 FOR UPDATE`, res.EventID); err != nil {
 		t.Fatal(err)
 	}
+	unlock.Do(func() { close(locked) })
 	job := b.waitJob(t, res.JobID, 30*time.Second, func(j *rivertype.JobRow) bool {
 		return j.State == rivertype.JobStateScheduled || j.State == rivertype.JobStateCompleted
 	})

@@ -133,6 +133,10 @@ if [ ! -f "$datadir/PG_VERSION" ]; then
 		echo "max_connections = 400"
 		echo "shared_buffers = 128MB"
 		echo "log_min_messages = warning"
+		# For make bench's per-statement figures, where the module is installed.
+		if [ -f "$bindir/../lib/pg_stat_statements.so" ]; then
+			echo "shared_preload_libraries = 'pg_stat_statements'"
+		fi
 	} | as_pg tee -a "$datadir/postgresql.conf" >/dev/null
 fi
 

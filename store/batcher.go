@@ -45,11 +45,9 @@ func NewBatcher(intake *Intake, opts BatcherOptions) *Batcher {
 	if opts.Timeout <= 0 {
 		opts.Timeout = 2 * time.Second
 	}
-	commit := func(ctx context.Context, evs []*outbox.NewEvent) ([]outbox.Accepted, error) {
-		opts.Pressure.note(len(evs))
-		return intake.AcceptBatch(ctx, evs)
-	}
-	return &Batcher{g: newGroupCommit(opts.Workers, opts.MaxBatch, opts.Timeout, commit)}
+	g := newGroupCommit(opts.Workers, opts.MaxBatch, opts.Timeout, intake.AcceptBatch)
+	g.observe = func(_ int, wait time.Duration) { opts.Pressure.note(wait) }
+	return &Batcher{g: g}
 }
 
 // Accept queues ev for the next batch and waits for its commit. If ctx ends

@@ -18,14 +18,18 @@ type groupCommit[In, Out any] struct {
 	queue   chan *pendingCall[In, Out]
 	max     int
 	timeout time.Duration
+	// observe, when set, is told each batch's size and how long its oldest
+	// call waited in the queue, before the batch is committed.
+	observe func(n int, wait time.Duration)
 	wg      sync.WaitGroup
 	stop    chan struct{}
 }
 
 type pendingCall[In, Out any] struct {
-	ctx  context.Context
-	in   In
-	done chan callResult[Out]
+	ctx    context.Context
+	queued time.Time
+	in     In
+	done   chan callResult[Out]
 }
 
 type callResult[Out any] struct {
@@ -59,7 +63,7 @@ func newGroupCommit[In, Out any](workers, maxBatch int, timeout time.Duration, c
 // batch.
 func (g *groupCommit[In, Out]) do(ctx context.Context, in In) (Out, error) {
 	var zero Out
-	p := &pendingCall[In, Out]{ctx: ctx, in: in, done: make(chan callResult[Out], 1)}
+	p := &pendingCall[In, Out]{ctx: ctx, queued: time.Now(), in: in, done: make(chan callResult[Out], 1)}
 	select {
 	case g.queue <- p:
 	case <-ctx.Done():
@@ -122,6 +126,11 @@ func (g *groupCommit[In, Out]) work() {
 		}
 		if len(live) == 0 {
 			continue
+		}
+		if g.observe != nil {
+			// The queue is first in, first out: the first call taken
+			// waited longest.
+			g.observe(len(live), time.Since(batch[0].queued))
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), g.timeout)
 		outs, err := g.commit(ctx, ins)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -84,8 +85,13 @@ func (in *Intake) acceptBatch(ctx context.Context, evs []*outbox.NewEvent, param
 	res := make([]outbox.Accepted, len(evs))
 	err := pgx.BeginFunc(ctx, in.store.pool, func(tx pgx.Tx) error {
 		q := in.store.q.WithTx(tx)
-		if err := q.LockEventKeys(ctx, dbsqlc.LockEventKeysParams{Routes: params.Routes, Keys: params.Keys, OrderingKeys: params.OrderingKeys}); err != nil {
-			return fmt.Errorf("error locking event keys: %w", err)
+		// The ordering keys' locks come before the event keys: a
+		// transaction that waits for another's uncommitted event key
+		// (InsertEvents) then holds no lock that one still needs.
+		if slices.ContainsFunc(params.OrderingKeys, func(k string) bool { return k != "" }) {
+			if err := q.LockOrderingKeys(ctx, dbsqlc.LockOrderingKeysParams{Routes: params.Routes, OrderingKeys: params.OrderingKeys}); err != nil {
+				return fmt.Errorf("error locking ordering keys: %w", err)
+			}
 		}
 		rows, err := q.InsertEvents(ctx, params)
 		if err != nil {

@@ -22,7 +22,7 @@ type orderingKey struct{ route, value string }
 // sequenceJobs queues the jobs of ordered events that must wait as River
 // pending jobs: those of a key that already has a head or waiting events,
 // and, within jobs, all but the lowest event id of each key. The caller
-// holds the keys' locks (LockEventKeys, LockOrderingKeys), so no other
+// holds the keys' locks (LockOrderingKeys), so no other
 // transaction changes the keys between this probe and its commit.
 func sequenceJobs(ctx context.Context, q *dbsqlc.Queries, jobs []river.InsertManyParams) error {
 	first := map[orderingKey]int{} // key -> index in jobs of its lowest event id

@@ -68,7 +68,10 @@ func (b *bundle) insertAged(t *testing.T, key string, age time.Duration, deliver
 			INSERT INTO events (route, key, content_type, body, received_at, delivered_at, delivery_attempts)
 			VALUES ('r', $1, 'application/json', '{"id":1}', now() - $2::interval,
 			        CASE WHEN $3 THEN now() - $2::interval + interval '1 second' END, CASE WHEN $3 THEN 1 END)
-			RETURNING id, key, received_at)
+			RETURNING id, key, received_at),
+		k AS (
+			-- Its idempotency key, as intake stores it (migration 000022).
+			INSERT INTO event_keys (route, key, event_id, received_at) SELECT 'r', key, id, received_at FROM ev)
 		INSERT INTO river_job (args, kind, max_attempts, queue, state, attempt, finalized_at, errors)
 		SELECT jsonb_build_object('event_id', id, 'route', 'r', 'key', key, 'received_at', received_at), 'deliver', 3, 'r',
 		       nullif($4::text, '')::river_job_state, 3,

@@ -119,10 +119,59 @@ func (q *Queries) GetEventForDelivery(ctx context.Context, arg GetEventForDelive
 	return i, err
 }
 
+const getEventsForDelivery = `-- name: GetEventsForDelivery :many
+SELECT e.id, e.route, e.key, e.received_at, e.content_type, e.body
+FROM events e
+JOIN (SELECT unnest($1::bigint[])               AS id,
+             unnest($2::timestamptz[]) AS received_at) AS x
+  ON e.id = x.id AND e.received_at = x.received_at
+`
+
+type GetEventsForDeliveryParams struct {
+	Ids         []int64
+	ReceivedAts []time.Time
+}
+
+type GetEventsForDeliveryRow struct {
+	ID          int64
+	Route       string
+	Key         string
+	ReceivedAt  time.Time
+	ContentType string
+	Body        []byte
+}
+
+// A batch of GetEventForDelivery: received_at prunes each lookup to its
+// event's partition.
+func (q *Queries) GetEventsForDelivery(ctx context.Context, arg GetEventsForDeliveryParams) ([]GetEventsForDeliveryRow, error) {
+	rows, err := q.db.Query(ctx, getEventsForDelivery, arg.Ids, arg.ReceivedAts)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []GetEventsForDeliveryRow{}
+	for rows.Next() {
+		var i GetEventsForDeliveryRow
+		if err := rows.Scan(
+			&i.ID,
+			&i.Route,
+			&i.Key,
+			&i.ReceivedAt,
+			&i.ContentType,
+			&i.Body,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const insertEvents = `-- name: InsertEvents :many
-INSERT INTO events (route, key, content_type, headers, body, ordering_key)
-SELECT x.route, x.key, x.content_type, x.headers, x.body, nullif(x.ordering_key, '')
-FROM (
+WITH b AS (
     SELECT DISTINCT ON (b.route, b.key) b.route, b.key, b.content_type, b.headers, b.body, b.ordering_key, b.ord
     FROM (SELECT unnest($1::text[])        AS route,
                  unnest($2::text[])          AS key,
@@ -132,9 +181,19 @@ FROM (
                  unnest($6::text[]) AS ordering_key,
                  generate_series(1, cardinality($1::text[])) AS ord) AS b
     ORDER BY b.route, b.key, b.ord
-) AS x
-WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.route = x.route AND e.key = x.key)
-ORDER BY x.ord
+), n AS (
+    SELECT o.route, o.key, o.content_type, o.headers, o.body, o.ordering_key, o.ord, nextval('events_id_seq') AS id
+    FROM (SELECT route, key, content_type, headers, body, ordering_key, ord FROM b ORDER BY b.ord) AS o
+), k AS (
+    INSERT INTO event_keys (route, key, event_id, received_at)
+    SELECT n.route, n.key, n.id, now() FROM n ORDER BY n.route, n.key
+    ON CONFLICT (route, key) DO NOTHING
+    RETURNING event_id
+)
+INSERT INTO events (id, route, key, received_at, content_type, headers, body, ordering_key)
+SELECT n.id, n.route, n.key, now(), n.content_type, n.headers, n.body, nullif(n.ordering_key, '')
+FROM n JOIN k ON k.event_id = n.id
+ORDER BY n.ord
 RETURNING id, route, key, received_at
 `
 
@@ -154,11 +213,16 @@ type InsertEventsRow struct {
 	ReceivedAt time.Time
 }
 
-// Part two, in a later statement than the locks, so its snapshot sees a
-// concurrent intake of the same key that committed while we waited. It
-// inserts the events whose (route, key) no partition holds yet; within the
-// batch, the first of each key wins. Keys missing from the result are
-// duplicates. The NOT EXISTS probes each partition's (route, key) index.
+// The idempotency guarantee: the batch's keys go into event_keys (one unique
+// index, however many events partitions there are; migration 000022), and
+// only the events whose key went in are inserted. A key another
+// transaction has inserted and not committed makes this statement wait for
+// that commit (the key is then skipped) or rollback (it goes in), so two
+// concurrent intakes of one key store it once. Within the batch, the first
+// event of each key wins. Ids follow the batch's order, so an ordering key's
+// events get ids in arrival order; keys go in in (route, key) order, the
+// order every intake takes them in, so two batches sharing keys cannot
+// deadlock. Keys missing from the result are duplicates.
 func (q *Queries) InsertEvents(ctx context.Context, arg InsertEventsParams) ([]InsertEventsRow, error) {
 	rows, err := q.db.Query(ctx, insertEvents,
 		arg.Routes,
@@ -189,37 +253,6 @@ func (q *Queries) InsertEvents(ctx context.Context, arg InsertEventsParams) ([]I
 		return nil, err
 	}
 	return items, nil
-}
-
-const lockEventKeys = `-- name: LockEventKeys :exec
-SELECT pg_advisory_xact_lock(s.class, s.h)
-FROM (SELECT 20251128 AS class, hashtext(x.route || chr(31) || x.key) AS h
-      FROM (SELECT unnest($1::text[]) AS route, unnest($2::text[]) AS key) AS x
-      UNION
-      SELECT 20251213, outbox_ordering_hash(y.route, y.ordering_key)
-      FROM (SELECT unnest($1::text[]) AS route, unnest($3::text[]) AS ordering_key) AS y
-      WHERE y.ordering_key <> ''
-      ORDER BY 1, 2) AS s
-`
-
-type LockEventKeysParams struct {
-	Routes       []string
-	Keys         []string
-	OrderingKeys []string
-}
-
-// The idempotency guarantee, part one: serialise concurrent intakes of the
-// same (route, key) until the transaction ends. The same statement locks the
-// events' ordering keys (class 20251213; "" for none), under which their
-// jobs are queued in commit order (see migration 000018). All are locked in
-// (class, hash) order, the order every transaction takes them in, so two
-// batches sharing keys cannot deadlock. The two-int form keeps these locks
-// apart from golang-migrate's single-bigint one; a hash collision only
-// serialises two unrelated keys. See migration 000012 for why no unique
-// index can do this across partitions.
-func (q *Queries) LockEventKeys(ctx context.Context, arg LockEventKeysParams) error {
-	_, err := q.db.Exec(ctx, lockEventKeys, arg.Routes, arg.Keys, arg.OrderingKeys)
-	return err
 }
 
 const markEventsDelivered = `-- name: MarkEventsDelivered :exec

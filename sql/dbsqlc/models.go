@@ -91,6 +91,14 @@ type Event struct {
 	OrderingKey      *string
 }
 
+// Idempotency keys of the stored events: intake's dedupe, one unique index across all events partitions.
+type EventKey struct {
+	Route      string
+	Key        string
+	EventID    int64
+	ReceivedAt time.Time
+}
+
 type EventsLive struct {
 	ID               int64
 	Route            string

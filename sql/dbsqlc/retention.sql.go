@@ -66,17 +66,24 @@ func (q *Queries) DeleteExpiredDeadLetterJobs(ctx context.Context, arg DeleteExp
 	return items, nil
 }
 
-const deleteExpiredRetained = `-- name: DeleteExpiredRetained :execrows
-DELETE FROM events e
-WHERE e.retained
-  AND (e.id, e.received_at) IN (
-      SELECT r.id, r.received_at
-      FROM events r
-      WHERE r.retained
-        AND r.received_at < $1
-        AND NOT EXISTS (SELECT 1 FROM river_job j
-                        WHERE j.kind = 'deliver' AND (j.args ->> 'event_id')::bigint = r.id AND j.state <> 'completed')
-      LIMIT $2)
+const deleteExpiredRetained = `-- name: DeleteExpiredRetained :one
+WITH gone AS (
+    DELETE FROM events e
+    WHERE e.retained
+      AND (e.id, e.received_at) IN (
+          SELECT r.id, r.received_at
+          FROM events r
+          WHERE r.retained
+            AND r.received_at < $1
+            AND NOT EXISTS (SELECT 1 FROM river_job j
+                            WHERE j.kind = 'deliver' AND (j.args ->> 'event_id')::bigint = r.id AND j.state <> 'completed')
+          LIMIT $2)
+    RETURNING e.id, e.route, e.key
+), keys AS (
+    DELETE FROM event_keys k USING gone
+    WHERE k.route = gone.route AND k.key = gone.key AND k.event_id = gone.id
+)
+SELECT count(*) FROM gone
 `
 
 type DeleteExpiredRetainedParams struct {
@@ -86,13 +93,13 @@ type DeleteExpiredRetainedParams struct {
 
 // Removes retained events that no longer need to outlive their partition:
 // older than event_retention and with no delivery waiting and no dead letter
-// kept. Retained events are few; batches keep each transaction short.
+// kept, and their keys with them (migration 000022). Retained events are
+// few; batches keep each transaction short. Returns the events deleted.
 func (q *Queries) DeleteExpiredRetained(ctx context.Context, arg DeleteExpiredRetainedParams) (int64, error) {
-	result, err := q.db.Exec(ctx, deleteExpiredRetained, arg.Before, arg.MaxRows)
-	if err != nil {
-		return 0, err
-	}
-	return result.RowsAffected(), nil
+	row := q.db.QueryRow(ctx, deleteExpiredRetained, arg.Before, arg.MaxRows)
+	var count int64
+	err := row.Scan(&count)
+	return count, err
 }
 
 const deleteOldReplays = `-- name: DeleteOldReplays :execrows
@@ -108,11 +115,18 @@ func (q *Queries) DeleteOldReplays(ctx context.Context, before time.Time) (int64
 	return result.RowsAffected(), nil
 }
 
-const deleteUndeliveredEventsWithoutJobs = `-- name: DeleteUndeliveredEventsWithoutJobs :execrows
-DELETE FROM events e
-WHERE (e.id, e.received_at) IN (SELECT unnest($1::bigint[]), unnest($2::timestamptz[]))
-  AND e.delivered_at IS NULL
-  AND NOT EXISTS (SELECT 1 FROM river_job j WHERE j.kind = 'deliver' AND (j.args ->> 'event_id')::bigint = e.id)
+const deleteUndeliveredEventsWithoutJobs = `-- name: DeleteUndeliveredEventsWithoutJobs :one
+WITH gone AS (
+    DELETE FROM events e
+    WHERE (e.id, e.received_at) IN (SELECT unnest($1::bigint[]), unnest($2::timestamptz[]))
+      AND e.delivered_at IS NULL
+      AND NOT EXISTS (SELECT 1 FROM river_job j WHERE j.kind = 'deliver' AND (j.args ->> 'event_id')::bigint = e.id)
+    RETURNING e.id, e.route, e.key
+), keys AS (
+    DELETE FROM event_keys k USING gone
+    WHERE k.route = gone.route AND k.key = gone.key AND k.event_id = gone.id
+)
+SELECT count(*) FROM gone
 `
 
 type DeleteUndeliveredEventsWithoutJobsParams struct {
@@ -121,13 +135,13 @@ type DeleteUndeliveredEventsWithoutJobsParams struct {
 }
 
 // Deletes the listed events (those of the dead letters just expired) unless
-// they were delivered or still have a delivery job (a replay's, say).
+// they were delivered or still have a delivery job (a replay's, say), and
+// their keys with them (migration 000022). Returns the events deleted.
 func (q *Queries) DeleteUndeliveredEventsWithoutJobs(ctx context.Context, arg DeleteUndeliveredEventsWithoutJobsParams) (int64, error) {
-	result, err := q.db.Exec(ctx, deleteUndeliveredEventsWithoutJobs, arg.EventIds, arg.ReceivedAts)
-	if err != nil {
-		return 0, err
-	}
-	return result.RowsAffected(), nil
+	row := q.db.QueryRow(ctx, deleteUndeliveredEventsWithoutJobs, arg.EventIds, arg.ReceivedAts)
+	var count int64
+	err := row.Scan(&count)
+	return count, err
 }
 
 const exactEventCounts = `-- name: ExactEventCounts :many

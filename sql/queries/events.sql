@@ -1,31 +1,15 @@
--- name: LockEventKeys :exec
--- The idempotency guarantee, part one: serialise concurrent intakes of the
--- same (route, key) until the transaction ends. The same statement locks the
--- events' ordering keys (class 20251213; "" for none), under which their
--- jobs are queued in commit order (see migration 000018). All are locked in
--- (class, hash) order, the order every transaction takes them in, so two
--- batches sharing keys cannot deadlock. The two-int form keeps these locks
--- apart from golang-migrate's single-bigint one; a hash collision only
--- serialises two unrelated keys. See migration 000012 for why no unique
--- index can do this across partitions.
-SELECT pg_advisory_xact_lock(s.class, s.h)
-FROM (SELECT 20251128 AS class, hashtext(x.route || chr(31) || x.key) AS h
-      FROM (SELECT unnest(@routes::text[]) AS route, unnest(@keys::text[]) AS key) AS x
-      UNION
-      SELECT 20251213, outbox_ordering_hash(y.route, y.ordering_key)
-      FROM (SELECT unnest(@routes::text[]) AS route, unnest(@ordering_keys::text[]) AS ordering_key) AS y
-      WHERE y.ordering_key <> ''
-      ORDER BY 1, 2) AS s;
-
 -- name: InsertEvents :many
--- Part two, in a later statement than the locks, so its snapshot sees a
--- concurrent intake of the same key that committed while we waited. It
--- inserts the events whose (route, key) no partition holds yet; within the
--- batch, the first of each key wins. Keys missing from the result are
--- duplicates. The NOT EXISTS probes each partition's (route, key) index.
-INSERT INTO events (route, key, content_type, headers, body, ordering_key)
-SELECT x.route, x.key, x.content_type, x.headers, x.body, nullif(x.ordering_key, '')
-FROM (
+-- The idempotency guarantee: the batch's keys go into event_keys (one unique
+-- index, however many events partitions there are; migration 000022), and
+-- only the events whose key went in are inserted. A key another
+-- transaction has inserted and not committed makes this statement wait for
+-- that commit (the key is then skipped) or rollback (it goes in), so two
+-- concurrent intakes of one key store it once. Within the batch, the first
+-- event of each key wins. Ids follow the batch's order, so an ordering key's
+-- events get ids in arrival order; keys go in in (route, key) order, the
+-- order every intake takes them in, so two batches sharing keys cannot
+-- deadlock. Keys missing from the result are duplicates.
+WITH b AS (
     SELECT DISTINCT ON (b.route, b.key) b.route, b.key, b.content_type, b.headers, b.body, b.ordering_key, b.ord
     FROM (SELECT unnest(@routes::text[])        AS route,
                  unnest(@keys::text[])          AS key,
@@ -35,9 +19,19 @@ FROM (
                  unnest(@ordering_keys::text[]) AS ordering_key,
                  generate_series(1, cardinality(@routes::text[])) AS ord) AS b
     ORDER BY b.route, b.key, b.ord
-) AS x
-WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.route = x.route AND e.key = x.key)
-ORDER BY x.ord
+), n AS (
+    SELECT o.route, o.key, o.content_type, o.headers, o.body, o.ordering_key, o.ord, nextval('events_id_seq') AS id
+    FROM (SELECT * FROM b ORDER BY b.ord) AS o
+), k AS (
+    INSERT INTO event_keys (route, key, event_id, received_at)
+    SELECT n.route, n.key, n.id, now() FROM n ORDER BY n.route, n.key
+    ON CONFLICT (route, key) DO NOTHING
+    RETURNING event_id
+)
+INSERT INTO events (id, route, key, received_at, content_type, headers, body, ordering_key)
+SELECT n.id, n.route, n.key, now(), n.content_type, n.headers, n.body, nullif(n.ordering_key, '')
+FROM n JOIN k ON k.event_id = n.id
+ORDER BY n.ord
 RETURNING id, route, key, received_at;
 
 -- name: EnsurePartitions :one
@@ -57,6 +51,15 @@ WHERE id = @id AND received_at = @received_at;
 SELECT id, route, key, received_at, content_type, headers, body, delivered_at, delivery_attempts, ordering_key
 FROM events
 WHERE route = @route AND key = @key;
+
+-- name: GetEventsForDelivery :many
+-- A batch of GetEventForDelivery: received_at prunes each lookup to its
+-- event's partition.
+SELECT e.id, e.route, e.key, e.received_at, e.content_type, e.body
+FROM events e
+JOIN (SELECT unnest(@ids::bigint[])               AS id,
+             unnest(@received_ats::timestamptz[]) AS received_at) AS x
+  ON e.id = x.id AND e.received_at = x.received_at;
 
 -- name: MarkEventsDelivered :exec
 -- Records a batch of deliveries; see store.Completer.

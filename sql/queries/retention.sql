@@ -93,28 +93,44 @@ WHERE id = ANY(@job_ids::bigint[])
   AND finalized_at < @before
 RETURNING id AS job_id, (args ->> 'event_id')::bigint AS event_id, (args ->> 'received_at')::timestamptz AS received_at;
 
--- name: DeleteUndeliveredEventsWithoutJobs :execrows
+-- name: DeleteUndeliveredEventsWithoutJobs :one
 -- Deletes the listed events (those of the dead letters just expired) unless
--- they were delivered or still have a delivery job (a replay's, say).
-DELETE FROM events e
-WHERE (e.id, e.received_at) IN (SELECT unnest(@event_ids::bigint[]), unnest(@received_ats::timestamptz[]))
-  AND e.delivered_at IS NULL
-  AND NOT EXISTS (SELECT 1 FROM river_job j WHERE j.kind = 'deliver' AND (j.args ->> 'event_id')::bigint = e.id);
+-- they were delivered or still have a delivery job (a replay's, say), and
+-- their keys with them (migration 000022). Returns the events deleted.
+WITH gone AS (
+    DELETE FROM events e
+    WHERE (e.id, e.received_at) IN (SELECT unnest(@event_ids::bigint[]), unnest(@received_ats::timestamptz[]))
+      AND e.delivered_at IS NULL
+      AND NOT EXISTS (SELECT 1 FROM river_job j WHERE j.kind = 'deliver' AND (j.args ->> 'event_id')::bigint = e.id)
+    RETURNING e.id, e.route, e.key
+), keys AS (
+    DELETE FROM event_keys k USING gone
+    WHERE k.route = gone.route AND k.key = gone.key AND k.event_id = gone.id
+)
+SELECT count(*) FROM gone;
 
--- name: DeleteExpiredRetained :execrows
+-- name: DeleteExpiredRetained :one
 -- Removes retained events that no longer need to outlive their partition:
 -- older than event_retention and with no delivery waiting and no dead letter
--- kept. Retained events are few; batches keep each transaction short.
-DELETE FROM events e
-WHERE e.retained
-  AND (e.id, e.received_at) IN (
-      SELECT r.id, r.received_at
-      FROM events r
-      WHERE r.retained
-        AND r.received_at < @before
-        AND NOT EXISTS (SELECT 1 FROM river_job j
-                        WHERE j.kind = 'deliver' AND (j.args ->> 'event_id')::bigint = r.id AND j.state <> 'completed')
-      LIMIT @max_rows);
+-- kept, and their keys with them (migration 000022). Retained events are
+-- few; batches keep each transaction short. Returns the events deleted.
+WITH gone AS (
+    DELETE FROM events e
+    WHERE e.retained
+      AND (e.id, e.received_at) IN (
+          SELECT r.id, r.received_at
+          FROM events r
+          WHERE r.retained
+            AND r.received_at < @before
+            AND NOT EXISTS (SELECT 1 FROM river_job j
+                            WHERE j.kind = 'deliver' AND (j.args ->> 'event_id')::bigint = r.id AND j.state <> 'completed')
+          LIMIT @max_rows)
+    RETURNING e.id, e.route, e.key
+), keys AS (
+    DELETE FROM event_keys k USING gone
+    WHERE k.route = gone.route AND k.key = gone.key AND k.event_id = gone.id
+)
+SELECT count(*) FROM gone;
 
 -- name: DeleteOldReplays :execrows
 -- Replays untouched for event_retention: their events are gone too.
