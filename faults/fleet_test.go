@@ -241,7 +241,7 @@ func TestFleetAdaptiveFindsCapacity(t *testing.T) {
 // before it: the limit backs off, rather than keeping the slowed target
 // as busy as before.
 func TestFleetLatencyJumps(t *testing.T) {
-	suite(t)
+	suiteAlone(t)
 	const (
 		period, length, offset = 20 * time.Second, 5 * time.Second, 15 * time.Second
 		jumps                  = 2

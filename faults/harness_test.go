@@ -119,10 +119,19 @@ func stopStaleClusters() {
 // suite skips the test unless the fault suite was asked for.
 func suite(t *testing.T) {
 	t.Helper()
+	suiteAlone(t)
+	t.Parallel()
+}
+
+// suiteAlone is suite for a case whose claim is about timing under a
+// load it makes itself (the adaptive limit's reaction to a slower
+// target): it runs before the parallel cases start, alone, so that the
+// other cases' processes do not stand in for the target's latency.
+func suiteAlone(t *testing.T) {
+	t.Helper()
 	if os.Getenv("OUTBOX_FAULTS") != "1" {
 		t.Skip("the fault-injection suite runs with OUTBOX_FAULTS=1: use `make test-faults`")
 	}
-	t.Parallel()
 }
 
 // figure logs a measured figure and keeps it for the summary at the end.
