@@ -275,3 +275,11 @@ func TestEventLoader(t *testing.T) {
 		t.Errorf("a missing event: %v, want ENOTFOUND", err)
 	}
 }
+
+// loadEvent looks an event up as delivery does, through an EventLoader.
+func loadEvent(t *testing.T, st *store.Store, ctx context.Context, id int64, receivedAt time.Time) (*store.DeliveryEvent, error) {
+	t.Helper()
+	l := store.NewEventLoader(st, 1, 1, 10*time.Second)
+	defer l.Close()
+	return l.Load(ctx, id, receivedAt)
+}

@@ -62,8 +62,8 @@ func NewEventLoader(st *Store, workers, maxBatch int, timeout time.Duration) *Ev
 	return &EventLoader{g: newGroupCommit(workers, maxBatch, timeout, load)}
 }
 
-// Load returns the event id received at receivedAt, as EventForDelivery
-// does: an ENOTFOUND error when it is no longer stored.
+// Load returns the event id received at receivedAt, or an ENOTFOUND error
+// when it is no longer stored.
 func (l *EventLoader) Load(ctx context.Context, id int64, receivedAt time.Time) (*DeliveryEvent, error) {
 	res, err := l.g.do(ctx, eventRef{id, receivedAt})
 	if err != nil {

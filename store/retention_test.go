@@ -143,7 +143,7 @@ func TestMaintainKeepsWhatMustStay(t *testing.T) {
 	if err := b.pool.QueryRow(ctx, `SELECT id, received_at FROM events WHERE key = 'old-pending'`).Scan(&id, &receivedAt); err != nil {
 		t.Fatal(err)
 	}
-	if ev, err := b.store.EventForDelivery(ctx, id, receivedAt); err != nil || ev.Key != "old-pending" {
+	if ev, err := loadEvent(t, b.store, ctx, id, receivedAt); err != nil || ev.Key != "old-pending" {
 		t.Errorf("retained event lookup: %v %v", ev, err)
 	}
 

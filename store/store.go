@@ -109,22 +109,6 @@ type DeliveryEvent struct {
 	Body        []byte
 }
 
-// EventForDelivery loads an event by id and partition key. It returns an
-// ENOTFOUND error when the event is gone.
-func (s *Store) EventForDelivery(ctx context.Context, id int64, receivedAt time.Time) (*DeliveryEvent, error) {
-	row, err := s.q.GetEventForDelivery(ctx, dbsqlc.GetEventForDeliveryParams{ID: id, ReceivedAt: receivedAt})
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, outbox.Errorf(outbox.ENOTFOUND, "event %d is no longer stored", id)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("error loading event %d: %w", id, err)
-	}
-	return &DeliveryEvent{
-		ID: row.ID, Route: row.Route, Key: row.Key, ReceivedAt: row.ReceivedAt,
-		ContentType: row.ContentType, Body: row.Body,
-	}, nil
-}
-
 // JobInserter is the part of a River client that enqueues jobs in a
 // transaction. An insert-only client serves.
 type JobInserter interface {

@@ -84,41 +84,6 @@ func (q *Queries) GetEventByKey(ctx context.Context, arg GetEventByKeyParams) (G
 	return i, err
 }
 
-const getEventForDelivery = `-- name: GetEventForDelivery :one
-SELECT id, route, key, received_at, content_type, body
-FROM events
-WHERE id = $1 AND received_at = $2
-`
-
-type GetEventForDeliveryParams struct {
-	ID         int64
-	ReceivedAt time.Time
-}
-
-type GetEventForDeliveryRow struct {
-	ID          int64
-	Route       string
-	Key         string
-	ReceivedAt  time.Time
-	ContentType string
-	Body        []byte
-}
-
-// received_at prunes the lookup to the event's partition.
-func (q *Queries) GetEventForDelivery(ctx context.Context, arg GetEventForDeliveryParams) (GetEventForDeliveryRow, error) {
-	row := q.db.QueryRow(ctx, getEventForDelivery, arg.ID, arg.ReceivedAt)
-	var i GetEventForDeliveryRow
-	err := row.Scan(
-		&i.ID,
-		&i.Route,
-		&i.Key,
-		&i.ReceivedAt,
-		&i.ContentType,
-		&i.Body,
-	)
-	return i, err
-}
-
 const getEventsForDelivery = `-- name: GetEventsForDelivery :many
 SELECT e.id, e.route, e.key, e.received_at, e.content_type, e.body
 FROM events e
@@ -141,8 +106,8 @@ type GetEventsForDeliveryRow struct {
 	Body        []byte
 }
 
-// A batch of GetEventForDelivery: received_at prunes each lookup to its
-// event's partition.
+// Loads a batch of events by id and partition key (store.EventLoader):
+// received_at prunes each lookup to its event's partition.
 func (q *Queries) GetEventsForDelivery(ctx context.Context, arg GetEventsForDeliveryParams) ([]GetEventsForDeliveryRow, error) {
 	rows, err := q.db.Query(ctx, getEventsForDelivery, arg.Ids, arg.ReceivedAts)
 	if err != nil {

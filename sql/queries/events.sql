@@ -41,20 +41,14 @@ SELECT p.created::integer AS created, p.busy::boolean AS busy
 FROM outbox_ensure_partitions(@from_ts::timestamptz, @to_ts::timestamptz, make_interval(secs => @step_secs::float8),
                               make_interval(secs => @lock_wait_secs::float8)) AS p (created, busy);
 
--- name: GetEventForDelivery :one
--- received_at prunes the lookup to the event's partition.
-SELECT id, route, key, received_at, content_type, body
-FROM events
-WHERE id = @id AND received_at = @received_at;
-
 -- name: GetEventByKey :one
 SELECT id, route, key, received_at, content_type, headers, body, delivered_at, delivery_attempts, ordering_key
 FROM events
 WHERE route = @route AND key = @key;
 
 -- name: GetEventsForDelivery :many
--- A batch of GetEventForDelivery: received_at prunes each lookup to its
--- event's partition.
+-- Loads a batch of events by id and partition key (store.EventLoader):
+-- received_at prunes each lookup to its event's partition.
 SELECT e.id, e.route, e.key, e.received_at, e.content_type, e.body
 FROM events e
 JOIN (SELECT unnest(@ids::bigint[])               AS id,
