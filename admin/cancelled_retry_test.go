@@ -65,7 +65,7 @@ routes:
 	require.NoError(t, err)
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	st := store.New(pool)
-	completer, limits := jobs.NewCompleter(st), jobs.NewLimits(st, cfg, logger)
+	completer, limits := jobs.NewCompleter(st, 0), jobs.NewLimits(st, cfg, logger)
 	limits.Start(context.Background())
 	t.Cleanup(func() {
 		stopCtx, stop := context.WithTimeout(context.Background(), 10*time.Second)

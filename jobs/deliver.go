@@ -5,7 +5,6 @@ package jobs
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -166,22 +165,6 @@ func (d *Deliverer) NextRetry(job *river.Job[outbox.DeliverArgs]) time.Time {
 	return next
 }
 
-// giveUpAt is the delivery's deadline: give_up_after from the job's creation
-// (the intake transaction's time, or a replay's), unless the job's metadata
-// carries a later one.
-func giveUpAt(job *river.Job[outbox.DeliverArgs], rc *config.Route) time.Time {
-	deadline := job.CreatedAt.Add(rc.Retry.GiveUpAfter.D())
-	var meta map[string]any
-	if json.Unmarshal(job.Metadata, &meta) == nil {
-		if s, ok := meta[outbox.MetadataGiveUpAt].(string); ok {
-			if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
-				deadline = t
-			}
-		}
-	}
-	return deadline
-}
-
 // The resumable steps of a delivery (River's ResumableStep): River keeps
 // the last one completed in the job's metadata when a run ends in an error
 // or a snooze, and the next run skips it.
@@ -277,7 +260,7 @@ func (d *Deliverer) send(ctx context.Context, log *slog.Logger, job *river.Job[o
 		return log, err
 	}
 
-	out := d.attempt(tracing.FromMetadata(ctx, jobMetadata(job)), r, ev, job.Attempt)
+	out := d.attempt(tracing.FromMetadata(ctx, readMeta(job).traceMetadata()), r, ev, job.Attempt)
 	h.rtt, h.outcome = out.Duration, outcomeForLimiter(out)
 	// The breaker's writes outlive a shutdown's cancellation: they are
 	// what the other replicas decide from.

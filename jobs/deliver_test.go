@@ -93,7 +93,7 @@ func (l *logBuffer) String() string {
 // run last registered first, so register the client's after this).
 func withDeps(t testing.TB, st *store.Store, cfg *config.Config, opts *jobs.ClientOptions) {
 	t.Helper()
-	opts.Completer = jobs.NewCompleter(st)
+	opts.Completer = jobs.NewCompleter(st, 0)
 	opts.Limits = jobs.NewLimits(st, cfg, opts.Logger)
 	opts.Limits.Start(context.Background())
 	t.Cleanup(func() {

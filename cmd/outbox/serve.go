@@ -24,6 +24,7 @@ import (
 	"github.com/webhook-outbox/webhook-outbox/config"
 	"github.com/webhook-outbox/webhook-outbox/handler"
 	"github.com/webhook-outbox/webhook-outbox/handler/console"
+	"github.com/webhook-outbox/webhook-outbox/internal/logging"
 	"github.com/webhook-outbox/webhook-outbox/internal/tracing"
 	"github.com/webhook-outbox/webhook-outbox/jobs"
 	"github.com/webhook-outbox/webhook-outbox/migrations"
@@ -92,7 +93,8 @@ func loadServable(configPath string) (*config.Config, error) {
 	return cfg, nil
 }
 
-// newLogger returns the process's logger: JSON or text on w, at level.
+// newLogger returns the process's logger: JSON or text on w, at level,
+// with With's attributes formatted only for lines written (logging.Lazy).
 func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(level)); err != nil {
@@ -101,9 +103,9 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 	opts := &slog.HandlerOptions{Level: lvl}
 	switch format {
 	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
+		return slog.New(logging.Lazy(slog.NewJSONHandler(w, opts))), nil
 	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
+		return slog.New(logging.Lazy(slog.NewTextHandler(w, opts))), nil
 	}
 	return nil, usagef("--log-format must be json or text, not %q", format)
 }
@@ -219,7 +221,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	registry := newRegistry()
 	m.registry = registry
 	metrics := jobs.NewMetrics(registry, routes)
-	m.completer = jobs.NewCompleter(st)
+	m.completer = jobs.NewCompleter(st, m.testKnobs.CompleterWorkers)
 	m.fleetLimits = jobs.NewLimits(st, cfg, logger.With("component", "delivery"))
 	jobs.RegisterLimits(registry, routes, m.fleetLimits)
 	pressure := &store.IntakePressure{}

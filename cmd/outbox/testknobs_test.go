@@ -25,6 +25,8 @@ func TestReadTestKnobs(t *testing.T) {
 		{env: map[string]string{envIntakeBatchWorkers: "4"}, want: testKnobs{IntakeBatchWorkers: 4}},
 		{env: map[string]string{envIntakeBatchWorkers: "many"}, wantErr: `OUTBOX_INTAKE_BATCH_WORKERS is "many": use a whole number from 1 to 16`},
 		{env: map[string]string{envIntakeBatchWorkers: "0"}, wantErr: `OUTBOX_INTAKE_BATCH_WORKERS is "0"`},
+		{env: map[string]string{envCompleterWorkers: "2", envIntakeBatchWorkers: "3"}, want: testKnobs{CompleterWorkers: 2, IntakeBatchWorkers: 3}},
+		{env: map[string]string{envCompleterWorkers: "17"}, wantErr: `OUTBOX_COMPLETER_WORKERS is "17": use a whole number from 1 to 16 (the default is 1)`},
 	}
 	for _, c := range cases {
 		got, err := readTestKnobs(func(k string) string { return c.env[k] })

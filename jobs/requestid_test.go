@@ -1,0 +1,42 @@
+package jobs
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
+	"github.com/stretchr/testify/require"
+
+	outbox "github.com/webhook-outbox/webhook-outbox"
+	"github.com/webhook-outbox/webhook-outbox/config"
+	"github.com/webhook-outbox/webhook-outbox/internal/tracing"
+)
+
+// TestJobMetaNames holds jobMeta's tags to the names intake, replay and
+// tracing write the metadata under.
+func TestJobMetaNames(t *testing.T) {
+	giveUp := time.Date(2026, 12, 1, 3, 0, 0, 0, time.UTC)
+	raw, err := json.Marshal(map[string]any{
+		outbox.MetadataRequestID:    "req-1",
+		outbox.MetadataGiveUpAt:     giveUp.Format(time.RFC3339Nano),
+		tracing.MetadataTraceParent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+		tracing.MetadataTraceState:  "vendor=x",
+		"river:resumable_step":      "send",
+	})
+	require.NoError(t, err)
+	job := &river.Job[outbox.DeliverArgs]{JobRow: &rivertype.JobRow{Metadata: raw, CreatedAt: giveUp.Add(-time.Hour)}}
+
+	m := readMeta(job)
+	require.Equal(t, jobMeta{RequestID: "req-1", GiveUpAt: giveUp.Format(time.RFC3339Nano),
+		TraceParent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", TraceState: "vendor=x"}, m)
+	require.Equal(t, "req-1", requestID(job))
+	rc := &config.Route{}
+	rc.Retry.GiveUpAfter = config.NewDuration(10 * time.Minute)
+	require.True(t, giveUpAt(job, rc).Equal(giveUp), "the metadata's later deadline wins over created_at + give_up_after")
+
+	none := &river.Job[outbox.DeliverArgs]{JobRow: &rivertype.JobRow{Metadata: []byte(`{}`), CreatedAt: giveUp}}
+	require.Nil(t, readMeta(none).traceMetadata())
+	require.True(t, giveUpAt(none, rc).Equal(giveUp.Add(10*time.Minute)))
+}
