@@ -28,6 +28,9 @@ type Service struct {
 	// replayBatch and retryBatch bound the events or dead letters each
 	// transaction of a replay or bulk retry handles (tests lower them).
 	replayBatch, retryBatch int
+	// localWorkers says jobs works the routes' queues in this process, so
+	// a pause waits for its workers to take it (WithLocalWorkers).
+	localWorkers bool
 }
 
 // New returns a Service for cfg's routes. jobs may be an insert-only River
@@ -38,6 +41,14 @@ func New(st *store.Store, jobs *river.Client[pgx.Tx], cfg *config.Config) *Servi
 		routes[cfg.Routes[i].Name] = &cfg.Routes[i]
 	}
 	return &Service{store: st, jobs: jobs, cfg: cfg, routes: routes, now: time.Now, replayBatch: replayBatchSize, retryBatch: retryBatchSize}
+}
+
+// WithLocalWorkers says that s's River client works the routes' queues in
+// this process (serve), so that Pause returns once those workers have
+// stopped fetching. The CLI's insert-only client works none.
+func (s *Service) WithLocalWorkers() *Service {
+	s.localWorkers = true
+	return s
 }
 
 // checkRoute returns the route, or an ENOTFOUND error naming the configured

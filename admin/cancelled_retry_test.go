@@ -12,7 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
 	"github.com/stretchr/testify/require"
 
 	outbox "github.com/webhook-outbox/webhook-outbox"
@@ -63,26 +65,9 @@ routes:
     retry: {max_attempts: 5, initial_backoff: 1s, max_backoff: 1s}
 `, target.URL)), func(string) (string, bool) { return "", false })
 	require.NoError(t, err)
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	st := store.New(pool)
-	completer, limits := jobs.NewCompleter(st, 0), jobs.NewLimits(st, cfg, logger)
-	limits.Start(context.Background())
-	t.Cleanup(func() {
-		stopCtx, stop := context.WithTimeout(context.Background(), 10*time.Second)
-		defer stop()
-		_ = limits.Stop(stopCtx)
-		completer.Close()
-	})
-	client, err := jobs.NewClient(pool, st, cfg, jobs.ClientOptions{Logger: logger, RiverLogger: logger, Completer: completer, Limits: limits})
-	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	require.NoError(t, client.Start(ctx))
-	t.Cleanup(func() {
-		stopCtx, stop := context.WithTimeout(context.Background(), 10*time.Second)
-		defer stop()
-		_ = client.Stop(stopCtx)
-	})
+	st, client := startWorkers(ctx, t, pool, cfg)
 	svc := admin.New(st, client, cfg)
 
 	acc, err := store.NewIntake(st, client).Accept(ctx, &outbox.NewEvent{Route: "genesys", Key: "k", ContentType: "application/json", Body: []byte(`{"id":"k"}`), MaxAttempts: 5})
@@ -122,4 +107,30 @@ func waitForState(t *testing.T, pool *pgxpool.Pool, id int64, states ...string) 
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// startWorkers starts what serve runs for cfg's deliveries on pool (River's
+// workers, the completer and the routes' limits), stopped at the test's
+// end.
+func startWorkers(ctx context.Context, t *testing.T, pool *pgxpool.Pool, cfg *config.Config) (*store.Store, *river.Client[pgx.Tx]) {
+	t.Helper()
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	st := store.New(pool)
+	completer, limits := jobs.NewCompleter(st, 0), jobs.NewLimits(st, cfg, logger)
+	limits.Start(context.Background())
+	t.Cleanup(func() {
+		stopCtx, stop := context.WithTimeout(context.Background(), 10*time.Second)
+		defer stop()
+		_ = limits.Stop(stopCtx)
+		completer.Close()
+	})
+	client, err := jobs.NewClient(pool, st, cfg, jobs.ClientOptions{Logger: logger, RiverLogger: logger, Completer: completer, Limits: limits})
+	require.NoError(t, err)
+	require.NoError(t, client.Start(ctx))
+	t.Cleanup(func() {
+		stopCtx, stop := context.WithTimeout(context.Background(), 10*time.Second)
+		defer stop()
+		_ = client.Stop(stopCtx)
+	})
+	return st, client
 }

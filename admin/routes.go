@@ -187,7 +187,8 @@ func (s *Service) fleetState(ctx context.Context, byName map[string]*RouteStatus
 // pause is kept both in River's queue row, which the workers obey, and in
 // route_pauses, from which serve restores it should River's queue cleaner
 // delete an idle queue's row. It works before the route's queue has ever
-// run.
+// run. In serve (WithLocalWorkers) it returns once this replica's workers
+// have stopped fetching, within localPauseWait.
 func (s *Service) Pause(ctx context.Context, route string) error {
 	return s.setPaused(ctx, route, true)
 }
@@ -202,7 +203,11 @@ func (s *Service) setPaused(ctx context.Context, route string, paused bool) erro
 	if _, err := s.checkRoute(route); err != nil {
 		return err
 	}
-	return s.store.SetPaused(ctx, route, paused, func(ctx context.Context, tx pgx.Tx) error {
+	confirm := func() {}
+	if paused && s.localWorkers {
+		confirm = s.awaitLocalPause(ctx, route)
+	}
+	err := s.store.SetPaused(ctx, route, paused, func(ctx context.Context, tx pgx.Tx) error {
 		// River's pause notifies every replica's workers in the same
 		// transaction; those that miss it poll within a minute.
 		if paused {
@@ -210,6 +215,48 @@ func (s *Service) setPaused(ctx context.Context, route string, paused bool) erro
 		}
 		return s.jobs.QueueResumeTx(ctx, tx, route, &river.QueuePauseOpts{})
 	})
+	if err == nil {
+		confirm()
+	}
+	return err
+}
+
+// localPauseWait bounds how long a pause waits for this replica's workers
+// to confirm it.
+const localPauseWait = 2 * time.Second
+
+// awaitLocalPause prepares to wait for this replica's workers of route to
+// stop fetching, and returns the wait, to call once the pause has
+// committed. River's workers learn of a pause from a notification a few
+// milliseconds after the commit; until then they may still fetch, so
+// without the wait a webhook taken right after the pause answered could
+// still be delivered from this replica. The other replicas' workers stop
+// when their notification arrives. A route already paused is not waited
+// for: its workers announce nothing.
+func (s *Service) awaitLocalPause(ctx context.Context, route string) func() {
+	if q, err := s.jobs.QueueGet(ctx, route); err == nil && q.PausedAt != nil {
+		return func() {}
+	}
+	events, cancel := s.jobs.Subscribe(river.EventKindQueuePaused)
+	return func() {
+		defer cancel()
+		timeout := time.NewTimer(localPauseWait)
+		defer timeout.Stop()
+		for {
+			select {
+			case ev := <-events:
+				if ev != nil && ev.Queue != nil && ev.Queue.Name == route {
+					return
+				}
+			case <-timeout.C:
+				// The pause holds anyway; this replica's workers take it
+				// from the notification or their next poll.
+				return
+			case <-ctx.Done():
+				return
+			}
+		}
+	}
 }
 
 // ReconcilePauses brings River's queue rows and route_pauses into step for

@@ -251,7 +251,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if m.TracerProvider != nil {
 		intake.SetTracerProvider(m.TracerProvider)
 	}
-	ops := admin.New(st, m.river, cfg)
+	ops := admin.New(st, m.river, cfg).WithLocalWorkers()
 	// Restore pauses before the workers start, so that a paused route's
 	// queue is paused from its first fetch.
 	if err := ops.ReconcilePauses(ctx, logger); err != nil {
