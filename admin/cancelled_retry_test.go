@@ -54,17 +54,7 @@ func TestRetryAfterCancelInRiverUIGetsTheFullBudget(t *testing.T) {
 	defer close(release)
 
 	pool, _ := testdb.Pool(t)
-	cfg, err := config.Parse([]byte(fmt.Sprintf(`
-database_url: postgres://unused
-disable_admin: true
-routes:
-  - name: genesys
-    auth: {none: true}
-    idempotency_key: [{json: /id}]
-    target: {url: %q, timeout: 30s}
-    retry: {max_attempts: 5, initial_backoff: 1s, max_backoff: 1s}
-`, target.URL)), func(string) (string, bool) { return "", false })
-	require.NoError(t, err)
+	cfg := genesysConfig(t, target.URL, "retry: {max_attempts: 5, initial_backoff: 1s, max_backoff: 1s}")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	st, client := startWorkers(ctx, t, pool, cfg)
@@ -133,4 +123,22 @@ func startWorkers(ctx context.Context, t *testing.T, pool *pgxpool.Pool, cfg *co
 		_ = client.Stop(stopCtx)
 	})
 	return st, client
+}
+
+// genesysConfig is a config with one route, genesys, delivering to
+// targetURL; route adds a line to the route's settings.
+func genesysConfig(t *testing.T, targetURL, route string) *config.Config {
+	t.Helper()
+	cfg, err := config.Parse([]byte(fmt.Sprintf(`
+database_url: postgres://unused
+disable_admin: true
+routes:
+  - name: genesys
+    auth: {none: true}
+    idempotency_key: [{json: /id}]
+    target: {url: %q, timeout: 30s}
+    %s
+`, targetURL, route)), func(string) (string, bool) { return "", false })
+	require.NoError(t, err)
+	return cfg
 }

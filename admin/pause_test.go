@@ -13,7 +13,6 @@ import (
 
 	outbox "github.com/webhook-outbox/webhook-outbox"
 	"github.com/webhook-outbox/webhook-outbox/admin"
-	"github.com/webhook-outbox/webhook-outbox/config"
 	"github.com/webhook-outbox/webhook-outbox/internal/testdb"
 	"github.com/webhook-outbox/webhook-outbox/store"
 )
@@ -32,16 +31,7 @@ func TestPauseHoldsForWebhooksTakenRightAfter(t *testing.T) {
 	}))
 	defer target.Close()
 	pool, _ := testdb.Pool(t)
-	cfg, err := config.Parse([]byte(fmt.Sprintf(`
-database_url: postgres://unused
-disable_admin: true
-routes:
-  - name: genesys
-    auth: {none: true}
-    idempotency_key: [{json: /id}]
-    target: {url: %q, timeout: 5s}
-`, target.URL)), func(string) (string, bool) { return "", false })
-	require.NoError(t, err)
+	cfg := genesysConfig(t, target.URL, "")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	st, client := startWorkers(ctx, t, pool, cfg)
