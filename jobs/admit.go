@@ -9,7 +9,6 @@ import (
 
 	"github.com/riverqueue/river"
 
-	outbox "github.com/webhook-outbox/webhook-outbox"
 	"github.com/webhook-outbox/webhook-outbox/jobs/fleet"
 )
 
@@ -26,9 +25,8 @@ const maxRateWait = time.Second
 // limit is used up (a snooze does not use an attempt), or a cancellation
 // once the event's give_up_after deadline has passed with the circuit
 // still open.
-func (d *Deliverer) admit(ctx context.Context, log *slog.Logger, job *river.Job[outbox.DeliverArgs], r *route) (fleet.Permit, error) {
+func (d *Deliverer) admit(ctx context.Context, log *slog.Logger, r *route, deadline time.Time) (fleet.Permit, error) {
 	now := d.now()
-	deadline := giveUpAt(job, r.cfg)
 	p := d.limits.breaker.Allow(ctx, r.cfg.Name)
 	if !p.OK {
 		if !now.Before(deadline) {

@@ -181,7 +181,8 @@ const (
 // When the database cannot record a 2xx before the job's deadline, the job
 // is snoozed with the send step done, and its next run only records it.
 func (d *Deliverer) Work(ctx context.Context, job *river.Job[outbox.DeliverArgs]) error {
-	log := d.logger.With("route", job.Args.Route, "key", job.Args.Key, "job_id", job.ID, "attempt", job.Attempt, "event_id", job.Args.EventID, "request_id", requestID(job))
+	meta := readMeta(job)
+	log := d.logger.With(slog.Any("", jobLog{job: job, requestID: meta.RequestID}))
 	r := d.routes[job.Args.Route]
 	if r == nil {
 		log.Error("route is not configured; cancelling delivery")
@@ -195,7 +196,7 @@ func (d *Deliverer) Work(ctx context.Context, job *river.Job[outbox.DeliverArgs]
 	sent := false
 	river.ResumableStep(ctx, stepSend, nil, func(ctx context.Context) error {
 		sent = true
-		log, result = d.send(ctx, log, job, r, h)
+		log, result = d.send(ctx, log, job, meta, r, h)
 		return result
 	})
 	if result != nil {
@@ -224,7 +225,8 @@ type held struct {
 // for the record step) and the fleet circuit breaker's permit, sends the
 // request, and turns the answer into the job's result: nil for a 2xx only.
 // It returns log with the attempt's outcome added.
-func (d *Deliverer) send(ctx context.Context, log *slog.Logger, job *river.Job[outbox.DeliverArgs], r *route, h *held) (*slog.Logger, error) {
+func (d *Deliverer) send(ctx context.Context, log *slog.Logger, job *river.Job[outbox.DeliverArgs], meta jobMeta, r *route, h *held) (*slog.Logger, error) {
+	deadline := meta.giveUpAt(job, r.cfg)
 	d.yieldToIntake(ctx)
 	ev, err := d.events.Load(ctx, job.Args.EventID, job.Args.ReceivedAt)
 	if outbox.ErrorCode(err) == outbox.ENOTFOUND {
@@ -252,7 +254,7 @@ func (d *Deliverer) send(ctx context.Context, log *slog.Logger, job *river.Job[o
 		return log, river.JobSnooze(fleet.ShortWait())
 	}
 	h.token, h.outcome = tok, adaptive.Unsent
-	p, err := d.admit(ctx, log, job, r)
+	p, err := d.admit(ctx, log, r, deadline)
 	if err != nil {
 		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
 			return log, d.cutOff(ctx, log, job, r, "waiting for the route's rate limit", nil)
@@ -260,7 +262,7 @@ func (d *Deliverer) send(ctx context.Context, log *slog.Logger, job *river.Job[o
 		return log, err
 	}
 
-	out := d.attempt(tracing.FromMetadata(ctx, readMeta(job).traceMetadata()), r, ev, job.Attempt)
+	out := d.attempt(tracing.FromMetadata(ctx, meta.traceMetadata()), r, ev, job.Attempt)
 	h.rtt, h.outcome = out.Duration, outcomeForLimiter(out)
 	// The breaker's writes outlive a shutdown's cancellation: they are
 	// what the other replicas decide from.
@@ -279,7 +281,6 @@ func (d *Deliverer) send(ctx context.Context, log *slog.Logger, job *river.Job[o
 	}
 	log = log.With("outcome", out.Verdict.String(), "status", out.Status)
 
-	deadline := giveUpAt(job, r.cfg)
 	now := d.now()
 	switch {
 	case out.Verdict == Delivered:

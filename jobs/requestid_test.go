@@ -1,7 +1,9 @@
 package jobs
 
 import (
+	"bytes"
 	"encoding/json"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -31,7 +33,16 @@ func TestJobMetaNames(t *testing.T) {
 	m := readMeta(job)
 	require.Equal(t, jobMeta{RequestID: "req-1", GiveUpAt: giveUp.Format(time.RFC3339Nano),
 		TraceParent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", TraceState: "vendor=x"}, m)
-	require.Equal(t, "req-1", requestID(job))
+
+	// The delivery's log attributes come out at the top level of a line.
+	var buf bytes.Buffer
+	job.ID, job.Attempt, job.Args = 7, 2, outbox.DeliverArgs{Route: "genesys", Key: "k1", EventID: 9}
+	slog.New(slog.NewJSONHandler(&buf, nil)).With(slog.Any("", jobLog{job: job, requestID: m.RequestID})).Info("delivered", "status", 200)
+	var line map[string]any
+	require.NoError(t, json.Unmarshal(buf.Bytes(), &line))
+	delete(line, "time")
+	require.Equal(t, map[string]any{"level": "INFO", "msg": "delivered", "route": "genesys", "key": "k1",
+		"job_id": 7.0, "attempt": 2.0, "event_id": 9.0, "request_id": "req-1", "status": 200.0}, line)
 	rc := &config.Route{}
 	rc.Retry.GiveUpAfter = config.NewDuration(10 * time.Minute)
 	require.True(t, giveUpAt(job, rc).Equal(giveUp), "the metadata's later deadline wins over created_at + give_up_after")
