@@ -17,6 +17,7 @@
 package outbox
 
 import (
+	"encoding/json"
 	"net/http"
 	"time"
 )
@@ -60,6 +61,33 @@ const (
 	// database sets and clears it; see migration 000018.
 	MetadataOrderingBlocked = "ordering_blocked"
 )
+
+// DeliveryMetadata is what webhook-outbox reads from a delivery job's
+// metadata: the keys above, the trace context (tracing.ToMetadata's
+// traceparent and tracestate) and River's count of snoozes. Decode it with
+// ParseDeliveryMetadata, once per use: into this struct, not a map, which
+// was a tenth of a drain's CPU when a delivery decoded it four times.
+type DeliveryMetadata struct {
+	RequestID   string `json:"request_id"`
+	GiveUpAt    string `json:"give_up_at"`
+	TraceParent string `json:"traceparent"`
+	TraceState  string `json:"tracestate"`
+	Snoozes     int    `json:"snoozes"`
+}
+
+// ParseDeliveryMetadata decodes a delivery job's metadata; the zero
+// DeliveryMetadata when it cannot.
+func ParseDeliveryMetadata(raw []byte) DeliveryMetadata {
+	var m DeliveryMetadata
+	_ = json.Unmarshal(raw, &m)
+	return m
+}
+
+// Deadline returns the give_up_at deadline the metadata carries, if any.
+func (m DeliveryMetadata) Deadline() (time.Time, bool) {
+	t, err := time.Parse(time.RFC3339Nano, m.GiveUpAt)
+	return t, err == nil
+}
 
 // NewEvent is a webhook that passed intake's checks and is ready to store.
 type NewEvent struct {

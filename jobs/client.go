@@ -156,12 +156,11 @@ func NewClient(pool *pgxpool.Pool, st *store.Store, cfg *config.Config, opts Cli
 }
 
 // CompleterWorkers is how many commits record successful deliveries at
-// once (NewCompleter). Two or
-// four concurrent commits made a drain slower, not faster: they update
-// neighbouring river_job index entries and wait on each other, so
-// CompleteRunningJobs took 65 µs a row with one committer, 120-133 with
-// two and 208 with four (drain of 100,000 events to a fast sink, one run
-// each: 2,474, 2,249-2,370 and 1,639 deliveries/s; bench/README.md).
+// once (NewCompleter). Concurrent commits update neighbouring river_job
+// index entries and wait on each other: CompleteRunningJobs took 65 µs a
+// row with one committer, 120-133 with two, 208 with four, and side by
+// side one committer drained a median 2,405 deliveries/s against 1,869
+// with two (bench/README.md, "What made it fast").
 const CompleterWorkers = 1
 
 // NewCompleter returns the group commit for successful deliveries, with

@@ -225,8 +225,8 @@ type held struct {
 // for the record step) and the fleet circuit breaker's permit, sends the
 // request, and turns the answer into the job's result: nil for a 2xx only.
 // It returns log with the attempt's outcome added.
-func (d *Deliverer) send(ctx context.Context, log *slog.Logger, job *river.Job[outbox.DeliverArgs], meta jobMeta, r *route, h *held) (*slog.Logger, error) {
-	deadline := meta.giveUpAt(job, r.cfg)
+func (d *Deliverer) send(ctx context.Context, log *slog.Logger, job *river.Job[outbox.DeliverArgs], meta outbox.DeliveryMetadata, r *route, h *held) (*slog.Logger, error) {
+	deadline := deadline(job, meta, r.cfg)
 	d.yieldToIntake(ctx)
 	ev, err := d.events.Load(ctx, job.Args.EventID, job.Args.ReceivedAt)
 	if outbox.ErrorCode(err) == outbox.ENOTFOUND {
@@ -262,7 +262,7 @@ func (d *Deliverer) send(ctx context.Context, log *slog.Logger, job *river.Job[o
 		return log, err
 	}
 
-	out := d.attempt(tracing.FromMetadata(ctx, meta.traceMetadata()), r, ev, job.Attempt)
+	out := d.attempt(tracing.FromMetadata(ctx, meta.TraceParent, meta.TraceState), r, ev, job.Attempt)
 	h.rtt, h.outcome = out.Duration, outcomeForLimiter(out)
 	// The breaker's writes outlive a shutdown's cancellation: they are
 	// what the other replicas decide from.

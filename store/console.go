@@ -215,15 +215,11 @@ func (s *Store) DeadLetterView(ctx context.Context, jobID int64, previewBytes in
 // jobMetadata reads what a delivery job's metadata says about its
 // deadline and snoozes.
 func jobMetadata(raw []byte) (*time.Time, int) {
-	var meta struct {
-		GiveUpAt string `json:"give_up_at"`
-		Snoozes  int    `json:"snoozes"`
+	m := outbox.ParseDeliveryMetadata(raw)
+	if t, ok := m.Deadline(); ok {
+		return &t, m.Snoozes
 	}
-	_ = json.Unmarshal(raw, &meta)
-	if t, err := time.Parse(time.RFC3339Nano, meta.GiveUpAt); err == nil {
-		return &t, meta.Snoozes
-	}
-	return nil, meta.Snoozes
+	return nil, m.Snoozes
 }
 
 // EventView is an event as the console's page shows it: the stored request

@@ -102,17 +102,12 @@ func ToMetadata(ctx context.Context) map[string]string {
 	return carrier
 }
 
-// FromMetadata returns ctx carrying the trace context stored in a job's
-// metadata, if any.
-func FromMetadata(ctx context.Context, meta map[string]any) context.Context {
-	carrier := propagation.MapCarrier{}
-	for _, k := range []string{MetadataTraceParent, MetadataTraceState} {
-		if v, ok := meta[k].(string); ok {
-			carrier[k] = v
-		}
-	}
-	if carrier[MetadataTraceParent] == "" {
+// FromMetadata returns ctx carrying the trace context a job's metadata
+// stored (its MetadataTraceParent and MetadataTraceState entries, as
+// ToMetadata wrote them), if there is one.
+func FromMetadata(ctx context.Context, traceParent, traceState string) context.Context {
+	if traceParent == "" {
 		return ctx
 	}
-	return propagator.Extract(ctx, carrier)
+	return propagator.Extract(ctx, propagation.MapCarrier{MetadataTraceParent: traceParent, MetadataTraceState: traceState})
 }

@@ -16,8 +16,8 @@ import (
 	"github.com/webhook-outbox/webhook-outbox/internal/tracing"
 )
 
-// TestJobMetaNames holds jobMeta's tags to the names intake, replay and
-// tracing write the metadata under.
+// TestJobMetaNames holds outbox.DeliveryMetadata's tags to the names intake, replay,
+// tracing and River write the metadata under.
 func TestJobMetaNames(t *testing.T) {
 	giveUp := time.Date(2026, 12, 1, 3, 0, 0, 0, time.UTC)
 	raw, err := json.Marshal(map[string]any{
@@ -26,13 +26,14 @@ func TestJobMetaNames(t *testing.T) {
 		tracing.MetadataTraceParent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
 		tracing.MetadataTraceState:  "vendor=x",
 		"river:resumable_step":      "send",
+		"snoozes":                   3, // River's count
 	})
 	require.NoError(t, err)
 	job := &river.Job[outbox.DeliverArgs]{JobRow: &rivertype.JobRow{Metadata: raw, CreatedAt: giveUp.Add(-time.Hour)}}
 
 	m := readMeta(job)
-	require.Equal(t, jobMeta{RequestID: "req-1", GiveUpAt: giveUp.Format(time.RFC3339Nano),
-		TraceParent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", TraceState: "vendor=x"}, m)
+	require.Equal(t, outbox.DeliveryMetadata{RequestID: "req-1", GiveUpAt: giveUp.Format(time.RFC3339Nano),
+		TraceParent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", TraceState: "vendor=x", Snoozes: 3}, m)
 
 	// The delivery's log attributes come out at the top level of a line.
 	var buf bytes.Buffer
@@ -48,6 +49,6 @@ func TestJobMetaNames(t *testing.T) {
 	require.True(t, giveUpAt(job, rc).Equal(giveUp), "the metadata's later deadline wins over created_at + give_up_after")
 
 	none := &river.Job[outbox.DeliverArgs]{JobRow: &rivertype.JobRow{Metadata: []byte(`{}`), CreatedAt: giveUp}}
-	require.Nil(t, readMeta(none).traceMetadata())
+	require.Equal(t, outbox.DeliveryMetadata{}, readMeta(none), "no request id, deadline or trace context")
 	require.True(t, giveUpAt(none, rc).Equal(giveUp.Add(10*time.Minute)))
 }
