@@ -698,6 +698,7 @@ func drain(ctx context.Context, o options, gen *generator, dbURL string, sink *s
 	if err := resume(); err != nil {
 		return err
 	}
+	logf("drain: %d events queued, route resumed", o.backlog)
 	if err := waitDrained(ctx, dbURL, 10*time.Minute); err != nil {
 		return err
 	}
